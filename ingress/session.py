@@ -1,0 +1,486 @@
+"""One SMTP session: an asyncio protocol that owns the RFC 5321 state machine.
+
+Lines are read from a buffer, so pipelined commands (RFC 2920) are answered in order with
+one write per batch. Commands that must wait (the durable accept, AUTH, STARTTLS) set
+``_busy``; reading resumes when they finish. Timeouts are deadlines that the server's
+sweeper checks (:meth:`Session.expired`), so a client that trickles bytes never extends
+its deadline (slowloris).
+"""
+
+import asyncio
+import enum
+import logging
+import ssl
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, cast
+
+from ingress import policy, proxy
+from ingress.commands import CommandError, MailParams, parse_mail, parse_rcpt, split_command
+from ingress.data import DataReader, Received
+from ingress.handler import Transaction
+from ingress.sasl import AuthExchange
+from shared import log, metrics, replies
+from shared.message import Mailbox
+from shared.replies import Reply
+
+if TYPE_CHECKING:
+    from ingress.server import Node
+
+logger = logging.getLogger("mxfleet.ingress.session")
+
+_READ_PAUSE = 256 * 1024  # stop reading while this much is buffered and we are busy
+
+
+class State(enum.Enum):
+    PROXY = "proxy"
+    COMMAND = "command"
+    AUTH = "auth"
+    DATA = "data"
+    CLOSED = "closed"
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.settings = node.settings
+        self.transport: asyncio.Transport | None = None
+        self.state = State.COMMAND
+        self.client_ip = ""
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._busy = False
+        self._paused = False
+        self._counted_ip = False
+        self.deadline = 0.0
+        self._session_deadline = 0.0
+        self.helo = ""
+        self.esmtp = False
+        self.tls = False
+        self.auth_user = ""
+        self.may_relay = False
+        self._errors = 0
+        self._auth_failures = 0
+        self._auth: AuthExchange | None = None
+        self._data: DataReader | None = None
+        self._skip_line = False
+        self._reset()
+
+    # --- connection lifecycle -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        node = self.node
+        peer = transport.get_extra_info("peername")
+        self.client_ip = policy.client_address(peer[0] if peer else "")
+        now = node.loop.time()
+        self._session_deadline = now + self.settings.session_timeout
+        if not node.admit(self):
+            return
+        if policy.in_networks(self.client_ip, self.settings.proxy_protocol_networks):
+            self.state = State.PROXY
+            self.deadline = now + min(self.settings.command_timeout, 30.0)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        if not self.node.limits.acquire_ip(self.client_ip):
+            metrics.INGRESS_SESSIONS_REFUSED.labels("ip_limit").inc()
+            self.close_with(replies.TOO_MANY_SESSIONS_IP)
+            return
+        self._counted_ip = True
+        self.may_relay = policy.in_networks(self.client_ip, self.settings.relay_networks)
+        self.state = State.COMMAND
+        self.deadline = self.node.loop.time() + self.settings.command_timeout
+        self._send(self.node.greeting)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        if self._counted_ip:
+            self._counted_ip = False
+            self.node.limits.release_ip(self.client_ip)
+        self.node.forget(self)
+
+    def close_with(self, reply: Reply) -> None:
+        """Send ``reply`` (a 421 or 221) and close once it is written."""
+        if self.state is State.CLOSED or self.transport is None:
+            return
+        self.state = State.CLOSED
+        self._out.append(reply.encode())
+        self._flush()
+        self.transport.close()
+
+    def expired(self, now: float) -> bool:
+        """Called by the sweeper: close the session if a deadline passed."""
+        if self.state is State.CLOSED or self._busy:
+            return False
+        if now < self.deadline and now < self._session_deadline:
+            return False
+        metrics.INGRESS_SESSION_ERRORS.labels("timeout").inc()
+        log.event(logger, "timeout", client=self.client_ip, state=self.state.value)
+        self.close_with(replies.TIMEOUT)
+        return True
+
+    def drain(self) -> None:
+        """SIGTERM: idle sessions are told 421 now; DATA in progress finishes first."""
+        if self.state in (State.COMMAND, State.AUTH, State.PROXY) and not self._busy:
+            self.close_with(replies.SHUTTING_DOWN)
+
+    # --- reading --------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._buf += data
+        if self._busy:
+            if len(self._buf) > _READ_PAUSE and self.transport and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def _process(self) -> None:
+        while not self._busy and self.state is not State.CLOSED and self._buf:
+            if self.state is State.DATA:
+                self._feed_data()
+            elif self.state is State.PROXY:
+                if not self._read_proxy():
+                    break
+            elif not self._read_line():
+                break
+        self._flush()
+
+    def _read_line(self) -> bool:
+        buf = self._buf
+        end = buf.find(b"\n", 0, self.settings.max_line_length)
+        if end < 0:
+            if len(buf) < self.settings.max_line_length:
+                return False
+            # RFC 5321 §4.5.3.1.4: refuse the line, then skip to its end.
+            del buf[:]
+            self._error(replies.LINE_TOO_LONG)
+            self._skip_line = True
+            return True
+        line = bytes(buf[: end + 1])
+        del buf[: end + 1]
+        if self._skip_line:
+            self._skip_line = False
+            return True
+        self.deadline = self.node.loop.time() + self.settings.command_timeout
+        if self.state is State.AUTH:
+            self._auth_line(line)
+        else:
+            self._command(line)
+        return True
+
+    def _read_proxy(self) -> bool:
+        try:
+            header = proxy.parse(bytes(self._buf[: proxy.V2_MAX]))
+        except proxy.ProxyError as exc:
+            log.event(logger, "proxy_refused", logging.WARNING, peer=self.client_ip, error=exc)
+            self.state = State.CLOSED
+            if self.transport:
+                self.transport.close()
+            return False
+        if header is None:
+            return False
+        del self._buf[: header.length]
+        if header.client is not None:
+            self.client_ip = policy.client_address(header.client[0])
+        self._greet()
+        return True
+
+    # --- commands -------------------------------------------------------------------------
+    def _command(self, line: bytes) -> None:
+        try:
+            verb, arg = split_command(line)
+            method = _COMMANDS.get(verb)
+            if method is None:
+                raise CommandError(replies.UNKNOWN_COMMAND)
+            reply = method(self, arg)
+        except CommandError as exc:
+            self._error(exc.reply)
+            return
+        if reply is not None:
+            self._send(reply)
+
+    def _error(self, reply: Reply) -> None:
+        self._errors += 1
+        if self._errors >= self.settings.max_bad_commands:
+            metrics.INGRESS_SESSION_ERRORS.labels("too_many_errors").inc()
+            self.close_with(replies.TOO_MANY_ERRORS)
+        else:
+            self._send(reply)
+
+    def _send(self, reply: Reply | bytes) -> None:
+        self._out.append(reply if isinstance(reply, bytes) else reply.encode())
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+        self._out.clear()
+
+    def _reset(self) -> None:
+        self.sender: Mailbox | None = None
+        self.has_sender = False
+        self.params = MailParams()
+        self.recipients: list[Mailbox] = []
+
+    def _helo(self, arg: str, *, esmtp: bool) -> Reply | bytes:
+        if not policy.valid_helo(arg):
+            raise CommandError(replies.SYNTAX_ERROR.with_text("Syntax: EHLO hostname"))
+        self._reset()
+        self.helo, self.esmtp = arg, esmtp
+        if not esmtp:
+            return replies.OK.with_text(self.settings.hostname)
+        return self.node.ehlo_reply(tls=self.tls, authenticated=bool(self.auth_user))
+
+    def cmd_helo(self, arg: str) -> Reply | bytes:
+        return self._helo(arg, esmtp=False)
+
+    def cmd_ehlo(self, arg: str) -> Reply | bytes:
+        return self._helo(arg, esmtp=True)
+
+    def cmd_mail(self, arg: str) -> Reply:
+        if not self.helo:
+            return replies.NEED_HELO
+        if self.has_sender:
+            return replies.NESTED_MAIL
+        sender, params = parse_mail(arg, esmtp=self.esmtp)
+        refusal = policy.size_refusal(params.size, self.settings.max_message_size)
+        if refusal is not None:
+            return refusal
+        self.sender, self.params, self.has_sender = sender, params, True
+        return replies.SENDER_OK
+
+    def cmd_rcpt(self, arg: str) -> Reply:
+        if not self.has_sender:
+            return replies.NEED_MAIL
+        if not self.may_relay:
+            metrics.INGRESS_RECIPIENTS.labels("relay_denied").inc()
+            log.event(logger, "relay_denied", client=self.client_ip, rcpt=arg[:300])
+            return replies.RELAY_DENIED
+        if len(self.recipients) >= self.settings.max_recipients:
+            metrics.INGRESS_RECIPIENTS.labels("too_many").inc()
+            return replies.TOO_MANY_RECIPIENTS
+        try:
+            rcpt = parse_rcpt(arg, utf8=self.params.smtputf8)
+        except CommandError:
+            metrics.INGRESS_RECIPIENTS.labels("bad_address").inc()
+            raise
+        self.recipients.append(rcpt)
+        metrics.INGRESS_RECIPIENTS.labels("accepted").inc()
+        return replies.RECIPIENT_OK
+
+    def cmd_data(self, arg: str) -> Reply:
+        if arg:
+            raise CommandError(replies.SYNTAX_ERROR.with_text("Syntax: DATA"))
+        if not self.has_sender:
+            return replies.NEED_MAIL
+        if not self.recipients:
+            return replies.NEED_RCPT
+        health = self.node.store.health
+        if health.reachable and not health.room:
+            return replies.SPOOL_FULL
+        self.state = State.DATA
+        self.deadline = self.node.loop.time() + self.settings.data_timeout
+        self._data = DataReader(self.settings.max_message_size, self.settings.max_line_length)
+        return replies.START_DATA
+
+    def cmd_rset(self, arg: str) -> Reply:
+        self._reset()
+        return replies.RESET_OK
+
+    def cmd_noop(self, arg: str) -> Reply:
+        return replies.NOOP_OK
+
+    def cmd_quit(self, arg: str) -> None:
+        self.close_with(replies.BYE)
+
+    def cmd_vrfy(self, arg: str) -> Reply:
+        return replies.VRFY_CANNOT
+
+    def cmd_expn(self, arg: str) -> Reply:
+        return replies.NOT_IMPLEMENTED
+
+    def cmd_help(self, arg: str) -> Reply:
+        return replies.HELP
+
+    # --- DATA -----------------------------------------------------------------------------
+    def _feed_data(self) -> None:
+        assert self._data is not None
+        chunk = bytes(self._buf)
+        del self._buf[:]
+        self.deadline = self.node.loop.time() + self.settings.data_timeout
+        received = self._data.feed(chunk)
+        if received is None:
+            return
+        self._buf += self._data.leftover
+        self._data = None
+        self.state = State.COMMAND
+        self.deadline = self.node.loop.time() + self.settings.command_timeout
+        if received.error is not None:
+            metrics.INGRESS_MESSAGES.labels(_ERROR_RESULT.get(received.error, "refused")).inc()
+            self._reset()
+            self._send(received.error)
+            return
+        self._run(self._accept(received))
+
+    async def _accept(self, received: Received) -> None:
+        tx = Transaction(
+            client_ip=self.client_ip,
+            helo=self.helo,
+            esmtp=self.esmtp,
+            tls=self.tls,
+            auth_user=self.auth_user,
+            sender=self.sender,
+            recipients=self.recipients,
+            smtputf8=self.params.smtputf8,
+        )
+        self._reset()
+        reply = await self.node.handler.accept(tx, received.body)
+        self._send(reply)
+        if self.node.draining:
+            self.close_with(replies.SHUTTING_DOWN)
+
+    def _run(self, work: Coroutine[object, object, None]) -> None:
+        """Run a coroutine of this session; reading resumes when it ends."""
+        self._busy = True
+        task = self.node.loop.create_task(work)
+        self.node.tasks.add(task)
+        task.add_done_callback(self._resume)
+
+    def _resume(self, task: "asyncio.Task[None]") -> None:
+        self.node.tasks.discard(task)
+        self._busy = False
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("event=session_error client=%s", self.client_ip, exc_info=exc)
+            self.close_with(replies.SPOOL_UNAVAILABLE.with_text("Internal error, try again"))
+            return
+        if self.state is State.CLOSED:
+            return
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._process()
+
+    # --- STARTTLS and AUTH ----------------------------------------------------------------
+    def cmd_starttls(self, arg: str) -> Reply | None:
+        if self.node.tls_context is None:
+            return replies.NOT_IMPLEMENTED
+        if self.tls:
+            return replies.ALREADY_TLS
+        if arg:
+            raise CommandError(replies.SYNTAX_ERROR.with_text("Syntax: STARTTLS"))
+        # RFC 3207 §4.2 / CVE-2011-0411: nothing pipelined before the handshake counts.
+        del self._buf[:]
+        self._send(replies.READY_TLS)
+        self._flush()
+        self._run(self._start_tls(self.node.tls_context))
+        return None
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        assert self.transport is not None
+        try:
+            transport = await self.node.loop.start_tls(
+                self.transport, self, context, server_side=True, ssl_handshake_timeout=30.0
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+            metrics.INGRESS_TLS.labels("failed").inc()
+            log.event(logger, "tls_failed", client=self.client_ip, error=exc)
+            self.state = State.CLOSED
+            self.transport.abort()
+            return
+        metrics.INGRESS_TLS.labels("ok").inc()
+        if transport is None:
+            self.state = State.CLOSED
+            return
+        self.transport = transport
+        # RFC 3207 §4.2: the client must start again with EHLO.
+        self.tls, self.helo, self.esmtp = True, "", False
+        self._reset()
+
+    def cmd_auth(self, arg: str) -> Reply | None:
+        node = self.node
+        if node.credentials is None or not self.esmtp:
+            return replies.NOT_IMPLEMENTED
+        if not self.tls and self.settings.auth_require_tls:
+            return replies.AUTH_NEEDS_TLS
+        if self.auth_user:
+            return replies.ALREADY_AUTH
+        if self.has_sender:
+            return replies.BAD_SEQUENCE
+        exchange, challenge = AuthExchange.start(arg)
+        self._auth = exchange
+        return self._auth_step(challenge)
+
+    def _auth_line(self, line: bytes) -> None:
+        assert self._auth is not None
+        challenge = self._auth.respond(line.rstrip(b"\r\n"))
+        self._send_auth(self._auth_step(challenge))
+
+    def _send_auth(self, reply: Reply | None) -> None:
+        if reply is not None:
+            self._send(reply)
+
+    def _auth_step(self, challenge: Reply | bytes | None) -> Reply | None:
+        """Send the next challenge, or check the credentials once all are in."""
+        assert self._auth is not None
+        if isinstance(challenge, bytes):
+            self.state = State.AUTH
+            self._send(challenge)
+            return None
+        self.state = State.COMMAND
+        if challenge is not None:  # a refusal (syntax, cancel)
+            self._auth = None
+            return challenge
+        user, password = self._auth.user, self._auth.password
+        self._auth = None
+        self._run(self._verify(user, password))
+        return None
+
+    async def _verify(self, user: str, password: str) -> None:
+        credentials = self.node.credentials
+        assert credentials is not None
+        ok = await self.node.loop.run_in_executor(None, credentials.verify, user, password)
+        if ok:
+            metrics.INGRESS_AUTH.labels("ok").inc()
+            log.event(logger, "auth_ok", client=self.client_ip, user=user)
+            self.auth_user, self.may_relay = user, True
+            self._send(replies.AUTH_OK)
+            return
+        metrics.INGRESS_AUTH.labels("failed").inc()
+        log.event(logger, "auth_failed", logging.WARNING, client=self.client_ip, user=user[:100])
+        self._auth_failures += 1
+        # Slow down guessing: each failure costs the client a second, then the session.
+        await asyncio.sleep(1.0)
+        if self._auth_failures >= self.settings.max_auth_failures:
+            metrics.INGRESS_SESSION_ERRORS.labels("auth_failures").inc()
+            self.close_with(replies.TOO_MANY_AUTH_FAILURES)
+            return
+        self._send(replies.AUTH_FAILED)
+
+
+_ERROR_RESULT = {
+    replies.MESSAGE_TOO_BIG: "too_big",
+    replies.BARE_NEWLINE: "bare_newline",
+    replies.LINE_TOO_LONG_DATA: "line_too_long",
+}
+
+_COMMANDS = {
+    "HELO": Session.cmd_helo,
+    "EHLO": Session.cmd_ehlo,
+    "MAIL": Session.cmd_mail,
+    "RCPT": Session.cmd_rcpt,
+    "DATA": Session.cmd_data,
+    "RSET": Session.cmd_rset,
+    "NOOP": Session.cmd_noop,
+    "QUIT": Session.cmd_quit,
+    "VRFY": Session.cmd_vrfy,
+    "EXPN": Session.cmd_expn,
+    "HELP": Session.cmd_help,
+    "STARTTLS": Session.cmd_starttls,
+    "AUTH": Session.cmd_auth,
+}

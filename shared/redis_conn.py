@@ -1,0 +1,55 @@
+"""Typed construction of Redis clients from the settings (redis-py returns ``Any``).
+
+``redis://`` and ``rediss://`` URLs connect directly; ``unix://`` to a socket.
+"""
+
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from shared.settings import Settings
+
+
+def _url(settings: Settings) -> str:
+    if settings.redis_url is None:
+        raise ValueError("MXFLEET_REDIS_URL is not set")
+    return settings.redis_url
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    return {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": min(settings.redis_timeout, 2.0),
+        "health_check_interval": 0,
+        "retry_on_timeout": False,
+    }
+
+
+def async_client(settings: Settings, *, max_connections: int = 64) -> "redis.asyncio.Redis":
+    """An asyncio client for the spool; bytes in, bytes out.
+
+    The pool blocks (up to ``redis_timeout``) when all its connections are busy instead of
+    failing at once, so a burst of sessions queues for a connection.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        _url(settings),
+        max_connections=max_connections,
+        timeout=settings.redis_timeout,
+        **_options(settings),
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def sync_client(settings: Settings) -> "redis.Redis":
+    """A blocking client (CLI, tests, workers)."""
+    return redis.Redis.from_url(_url(settings), **_options(settings))
+
+
+def info_int(info: dict[str, Any], field: str, default: int = 0) -> int:
+    """One integer field of ``INFO``'s answer, ``default`` when absent."""
+    value = info.get(field, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

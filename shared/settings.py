@@ -1,0 +1,234 @@
+"""The one typed, frozen settings object (the operator contract in DESIGN.md).
+
+Sources, strongest first: ``MXFLEET_*`` environment variables (nested fields with ``__``),
+then the TOML file named by ``MXFLEET_CONFIG``, then the defaults below. Unknown keys and
+bad values are refused by :func:`load_settings` with a message that names the key. Each
+process builds its settings once in ``main()`` and passes them down; nothing else reads the
+environment.
+"""
+
+import ipaddress
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from shared.units import parse_duration, parse_size
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+ENV_PREFIX = "MXFLEET_"
+CONFIG_ENV = "MXFLEET_CONFIG"
+
+
+class SettingsError(ValueError):
+    """The configuration is unusable; the message names every key at fault."""
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``"0.0.0.0:25"``, ``"[::1]:2525"`` → (host, port); ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. 0.0.0.0:25 or [::]:25)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host:
+        raise ValueError(f"{value!r} has no host (use 0.0.0.0 or [::] for every address)")
+    return host, int(port)
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _hostport(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+def _parse_networks(value: object) -> list[Network]:
+    parts = _split_list(value)
+    if not isinstance(parts, list):
+        raise ValueError("a comma-separated list of networks such as '10.0.0.0/8,::1' is required")
+    networks = []
+    for part in parts:
+        try:
+            networks.append(ipaddress.ip_network(str(part).strip()))
+        except ValueError as exc:
+            raise ValueError(f"{str(part)!r} is not a network: {exc}") from None
+    return networks
+
+
+Networks = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
+HostPort = Annotated[str, AfterValidator(_hostport)]
+
+
+class Settings(BaseSettings):
+    """Every setting of every mxfleet process; see the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # --- Redis: the spool (queue of record) and the Celery broker
+    redis_url: str | None = None
+    redis_key_prefix: str = "mxf:"
+    redis_timeout: Seconds = 5.0
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout: Seconds = 1.0
+    redis_high_water: float = Field(default=0.9, gt=0, le=1)
+    require_aof: bool = True
+
+    # --- identity and observability
+    hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
+    metrics_listen: HostPort = "0.0.0.0:9100"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- SMTP ingress
+    listen: HostPort = "0.0.0.0:25"
+    ingress_processes: int = Field(default=1, ge=1, le=256)
+    relay_networks: Networks = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1")]
+    )
+    proxy_protocol_networks: Networks = Field(default_factory=list)
+    max_message_size: Bytes = Field(default=parse_size("25MiB"), gt=0)
+    max_recipients: int = Field(default=1000, ge=100)  # RFC 5321 §4.5.3.1.8: at least 100
+    max_sessions: int = Field(default=2000, ge=1)
+    max_sessions_per_ip: int = Field(default=100, ge=1)
+    max_line_length: int = Field(default=2048, ge=1000)  # RFC 5321 §4.5.3.1.6: 1000 with CRLF
+    max_bad_commands: int = Field(default=10, ge=1)
+    max_received_headers: int = Field(default=100, ge=10)  # RFC 5321 §6.3: "at least 100"
+    max_auth_failures: int = Field(default=3, ge=1)
+    command_timeout: Seconds = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes
+    data_timeout: Seconds = 300.0
+    session_timeout: Seconds = 1800.0
+    drain_timeout: Seconds = 30.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_file: Path | None = None
+    auth_require_tls: bool = True
+
+    # --- delivery (used by the workers)
+    dns_servers: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list
+    )
+    delivery_port: int = Field(default=25, gt=0, lt=65536)
+    allow_private_mx: bool = False
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns_servers(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "")
+            ipaddress.ip_address(host.strip("[]") if port else server.strip("[]"))
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"{server!r}: bad port")
+        return servers
+
+    def model_post_init(self, context: Any, /) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_hostport(self.listen)
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        return parse_hostport(self.metrics_listen)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the loaded TOML file and overrides) is weaker than the environment.
+        return (env_settings, init_settings)
+
+
+def _unknown_env(environ: dict[str, str]) -> list[str]:
+    known = {name.upper() for name in Settings.model_fields}
+    unknown = []
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        field = upper[len(ENV_PREFIX) :].split("__", 1)[0]
+        if field not in known:
+            unknown.append(name)
+    return sorted(unknown)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(f"{CONFIG_ENV}={path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{CONFIG_ENV}={path}: not valid TOML: {exc}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = error["loc"][:1]
+        if not loc:
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
+        key = str(loc[0])
+        env = ENV_PREFIX + key.upper()
+        reason = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            reason = "unknown setting"
+        lines.append(f"setting {key!r} (env {env}): {reason}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment and ``MXFLEET_CONFIG``; SettingsError if bad.
+
+    ``overrides`` are weaker than the environment, like the TOML file (``mxfleet up`` uses
+    them for its laptop defaults).
+    """
+    env = dict(os.environ if environ is None else environ)
+    unknown = _unknown_env(env)
+    if unknown:
+        raise SettingsError(
+            "invalid configuration:\n  "
+            + "\n  ".join(f"{name}: unknown setting" for name in unknown)
+        )
+    values: dict[str, Any] = dict(overrides)
+    if config := env.get(CONFIG_ENV):
+        values.update(_read_toml(Path(config)))
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except ValueError as exc:
+        raise SettingsError(f"invalid configuration: {exc}") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
