@@ -154,20 +154,22 @@ class Session(asyncio.Protocol):
 
     def _read_line(self) -> bool:
         buf = self._buf
+        if self._skip_line:
+            # The rest of an overlong line: drop it up to and including its end.
+            end = buf.find(b"\n")
+            del buf[: end + 1 if end >= 0 else len(buf)]
+            self._skip_line = end < 0
+            return end >= 0
         end = buf.find(b"\n", 0, self.settings.max_line_length)
         if end < 0:
             if len(buf) < self.settings.max_line_length:
                 return False
             # RFC 5321 §4.5.3.1.4: refuse the line, then skip to its end.
-            del buf[:]
-            self._error(replies.LINE_TOO_LONG)
             self._skip_line = True
+            self._error(replies.LINE_TOO_LONG)
             return True
         line = bytes(buf[: end + 1])
         del buf[: end + 1]
-        if self._skip_line:
-            self._skip_line = False
-            return True
         self.deadline = self.node.loop.time() + self.settings.command_timeout
         if self.state is State.AUTH:
             self._auth_line(line)

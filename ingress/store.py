@@ -104,9 +104,9 @@ class Store:
                 await self._accept_replicated(msg_id, envelope, keys, args)
             else:
                 await self._accept(keys=keys, args=args)
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise SpoolFull(str(exc)) from exc
         except redis.exceptions.ResponseError as exc:
-            if str(exc).startswith("OOM"):
-                raise SpoolFull(str(exc)) from exc
             raise SpoolUnavailable(str(exc)) from exc
         except redis.exceptions.TimeoutError as exc:
             # The script may have run: take it back if no worker has it yet.

@@ -7,6 +7,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared.settings import Settings
 
@@ -18,11 +21,12 @@ def _url(settings: Settings) -> str:
 
 
 def _options(settings: Settings) -> dict[str, Any]:
+    # No silent retries: a timed-out accept script may have run, and the caller decides
+    # (451 and take it back) instead of redis-py running it a second time.
     return {
         "socket_timeout": settings.redis_timeout,
         "socket_connect_timeout": min(settings.redis_timeout, 2.0),
         "health_check_interval": 0,
-        "retry_on_timeout": False,
     }
 
 
@@ -36,6 +40,7 @@ def async_client(settings: Settings, *, max_connections: int = 64) -> "redis.asy
         _url(settings),
         max_connections=max_connections,
         timeout=settings.redis_timeout,
+        retry=AsyncRetry(NoBackoff(), 0),
         **_options(settings),
     )
     return redis.asyncio.Redis(connection_pool=pool)
@@ -43,7 +48,7 @@ def async_client(settings: Settings, *, max_connections: int = 64) -> "redis.asy
 
 def sync_client(settings: Settings) -> "redis.Redis":
     """A blocking client (CLI, tests, workers)."""
-    return redis.Redis.from_url(_url(settings), **_options(settings))
+    return redis.Redis.from_url(_url(settings), retry=Retry(NoBackoff(), 0), **_options(settings))
 
 
 def info_int(info: dict[str, Any], field: str, default: int = 0) -> int:

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test tier: real redis-server, ingress processes, helpers."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers.ingress_process import IngressProcess
+from tests.servers.redis_server import RedisServer, require_redis_server
+from tests.servers.spool_client import SpoolClient
+
+StartIngress = Callable[..., IngressProcess]
+StartRedis = Callable[..., RedisServer]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server (AOF everysec, noeviction) for the session; flushed per test."""
+    require_redis_server()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spool(redis_server: RedisServer) -> Iterator[SpoolClient]:
+    """A client of the shared redis-server, emptied before the test."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Start dedicated redis-servers (for tests that stop, kill or reconfigure them)."""
+    require_redis_server()
+    servers: list[RedisServer] = []
+
+    def start(*extra: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", *extra).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_ingress(tmp_path: Path, redis_server: RedisServer) -> Iterator[StartIngress]:
+    """Start ingress processes; keyword arguments are settings (``max_recipients=100``).
+
+    Defaults: the shared redis-server, relay for 127.0.0.1/32 only (so a client bound to
+    127.0.0.2 is an outsider), hostname mx.test.
+    """
+    processes: list[IngressProcess] = []
+
+    def start(**settings: object) -> IngressProcess:
+        values = {"redis_url": redis_server.url, "relay_networks": "127.0.0.1/32"}
+        values.update({key: str(value) for key, value in settings.items()})
+        log = tmp_path / f"ingress{len(processes)}.log"
+        process = IngressProcess(values, log).start()
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.stop(timeout=10)
+
+
+@pytest.fixture
+def ingress(start_ingress: StartIngress, spool: SpoolClient) -> IngressProcess:
+    """One ingress with default test settings, on an empty spool."""
+    return start_ingress()
