@@ -50,6 +50,7 @@ class Session(asyncio.Protocol):
         self._out: list[bytes] = []
         self._busy = False
         self._paused = False
+        self._write_paused = False
         self._counted_ip = False
         self.deadline = 0.0
         self._session_deadline = 0.0
@@ -137,6 +138,17 @@ class Session(asyncio.Protocol):
                 self.transport.pause_reading()
             return
         self._process()
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies (pipelined junk): stop reading its commands.
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and not self._paused:
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -365,7 +377,8 @@ class Session(asyncio.Protocol):
             return
         if self._paused and self.transport is not None:
             self._paused = False
-            self.transport.resume_reading()
+            if not self._write_paused:
+                self.transport.resume_reading()
         self._process()
 
     # --- STARTTLS and AUTH ----------------------------------------------------------------

@@ -197,3 +197,20 @@ def test_half_open_connection_is_released(start_ingress: StartIngress) -> None:
             return smtp.reply()[0] == 220
 
     wait_until(admitted, timeout=10)
+
+
+def test_client_that_never_reads_its_replies_is_not_buffered(ingress: IngressProcess) -> None:
+    """Pipelined commands from a client that reads nothing: the server stops reading too."""
+    with RawSMTP(ingress.host, ingress.port) as smtp:
+        smtp.sock.settimeout(3)
+        chunk = b"NOOP\r\n" * 10_000
+        sent = 0
+        try:
+            for _ in range(500):  # up to 30 MB of commands, ~30 MB of replies unread
+                smtp.sock.sendall(chunk)
+                sent += len(chunk)
+        except TimeoutError:
+            pass
+        assert sent < 500 * len(chunk), "the server kept reading while its replies piled up"
+    with RawSMTP(ingress.host, ingress.port) as other:
+        assert other.cmd("NOOP")[0] == 250
