@@ -8,17 +8,16 @@ its deadline (slowloris).
 """
 
 import asyncio
-import enum
 import logging
-import ssl
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, cast
 
-from ingress import policy, proxy
+from ingress import policy, proxy, tls_auth
 from ingress.commands import CommandError, MailParams, parse_mail, parse_rcpt, split_command
 from ingress.data import DataReader, Received
 from ingress.handler import Transaction
 from ingress.sasl import AuthExchange
+from ingress.state import State
 from shared import log, metrics, replies
 from shared.message import Mailbox
 from shared.replies import Reply
@@ -29,14 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mxfleet.ingress.session")
 
 _READ_PAUSE = 256 * 1024  # stop reading while this much is buffered and we are busy
-
-
-class State(enum.Enum):
-    PROXY = "proxy"
-    COMMAND = "command"
-    AUTH = "auth"
-    DATA = "data"
-    CLOSED = "closed"
 
 
 class Session(asyncio.Protocol):
@@ -184,7 +175,7 @@ class Session(asyncio.Protocol):
         del buf[: end + 1]
         self.deadline = self.node.loop.time() + self.settings.command_timeout
         if self.state is State.AUTH:
-            self._auth_line(line)
+            tls_auth.auth_line(self, line)
         else:
             self._command(line)
         return True
@@ -381,102 +372,6 @@ class Session(asyncio.Protocol):
                 self.transport.resume_reading()
         self._process()
 
-    # --- STARTTLS and AUTH ----------------------------------------------------------------
-    def cmd_starttls(self, arg: str) -> Reply | None:
-        if self.node.tls_context is None:
-            return replies.NOT_IMPLEMENTED
-        if self.tls:
-            return replies.ALREADY_TLS
-        if arg:
-            raise CommandError(replies.SYNTAX_ERROR.with_text("Syntax: STARTTLS"))
-        # RFC 3207 §4.2 / CVE-2011-0411: nothing pipelined before the handshake counts.
-        del self._buf[:]
-        self._send(replies.READY_TLS)
-        self._flush()
-        self._run(self._start_tls(self.node.tls_context))
-        return None
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        assert self.transport is not None
-        try:
-            transport = await self.node.loop.start_tls(
-                self.transport, self, context, server_side=True, ssl_handshake_timeout=30.0
-            )
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-            metrics.INGRESS_TLS.labels("failed").inc()
-            log.event(logger, "tls_failed", client=self.client_ip, error=exc)
-            self.state = State.CLOSED
-            self.transport.abort()
-            return
-        metrics.INGRESS_TLS.labels("ok").inc()
-        if transport is None:
-            self.state = State.CLOSED
-            return
-        self.transport = transport
-        # RFC 3207 §4.2: the client must start again with EHLO.
-        self.tls, self.helo, self.esmtp = True, "", False
-        self._reset()
-
-    def cmd_auth(self, arg: str) -> Reply | None:
-        node = self.node
-        if node.credentials is None or not self.esmtp:
-            return replies.NOT_IMPLEMENTED
-        if not self.tls and self.settings.auth_require_tls:
-            return replies.AUTH_NEEDS_TLS
-        if self.auth_user:
-            return replies.ALREADY_AUTH
-        if self.has_sender:
-            return replies.BAD_SEQUENCE
-        exchange, challenge = AuthExchange.start(arg)
-        self._auth = exchange
-        return self._auth_step(challenge)
-
-    def _auth_line(self, line: bytes) -> None:
-        assert self._auth is not None
-        challenge = self._auth.respond(line.rstrip(b"\r\n"))
-        self._send_auth(self._auth_step(challenge))
-
-    def _send_auth(self, reply: Reply | None) -> None:
-        if reply is not None:
-            self._send(reply)
-
-    def _auth_step(self, challenge: Reply | bytes | None) -> Reply | None:
-        """Send the next challenge, or check the credentials once all are in."""
-        assert self._auth is not None
-        if isinstance(challenge, bytes):
-            self.state = State.AUTH
-            self._send(challenge)
-            return None
-        self.state = State.COMMAND
-        if challenge is not None:  # a refusal (syntax, cancel)
-            self._auth = None
-            return challenge
-        user, password = self._auth.user, self._auth.password
-        self._auth = None
-        self._run(self._verify(user, password))
-        return None
-
-    async def _verify(self, user: str, password: str) -> None:
-        credentials = self.node.credentials
-        assert credentials is not None
-        ok = await self.node.loop.run_in_executor(None, credentials.verify, user, password)
-        if ok:
-            metrics.INGRESS_AUTH.labels("ok").inc()
-            log.event(logger, "auth_ok", client=self.client_ip, user=user)
-            self.auth_user, self.may_relay = user, True
-            self._send(replies.AUTH_OK)
-            return
-        metrics.INGRESS_AUTH.labels("failed").inc()
-        log.event(logger, "auth_failed", logging.WARNING, client=self.client_ip, user=user[:100])
-        self._auth_failures += 1
-        # Slow down guessing: each failure costs the client a second, then the session.
-        await asyncio.sleep(1.0)
-        if self._auth_failures >= self.settings.max_auth_failures:
-            metrics.INGRESS_SESSION_ERRORS.labels("auth_failures").inc()
-            self.close_with(replies.TOO_MANY_AUTH_FAILURES)
-            return
-        self._send(replies.AUTH_FAILED)
-
 
 _ERROR_RESULT = {
     replies.MESSAGE_TOO_BIG: "too_big",
@@ -496,6 +391,6 @@ _COMMANDS = {
     "VRFY": Session.cmd_vrfy,
     "EXPN": Session.cmd_expn,
     "HELP": Session.cmd_help,
-    "STARTTLS": Session.cmd_starttls,
-    "AUTH": Session.cmd_auth,
+    "STARTTLS": tls_auth.starttls,
+    "AUTH": tls_auth.auth,
 }
