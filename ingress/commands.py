@@ -95,7 +95,7 @@ def parse_mail(arg: str, *, esmtp: bool) -> tuple[Mailbox | None, MailParams]:
     try:
         mailbox = parse_mailbox(path, utf8=smtputf8)
     except AddressError as exc:
-        reply = replies.NEED_SMTPUTF8 if not path.isascii() else replies.BAD_SENDER
+        reply = replies.NEED_SMTPUTF8 if not path.isascii() and not smtputf8 else replies.BAD_SENDER
         raise CommandError(reply.with_text(f"{reply.text}: {exc}")) from None
     return mailbox, MailParams(size, body_8bit, smtputf8)
 

@@ -16,7 +16,7 @@ _MESSAGE_ID = re.compile(rb"^message-id:", re.IGNORECASE | re.MULTILINE)
 _DATE = re.compile(rb"^date:", re.IGNORECASE | re.MULTILINE)
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
 
-_date_cache: tuple[int, str] = (0, "")
+_date_cache: tuple[int, str] = (-1, "")
 
 
 def rfc5322_date(now: float | None = None) -> str:
@@ -56,7 +56,8 @@ def received_field(
     *, helo: str, client_ip: str, by: str, proto: str, queue_id: str, rcpt: str | None
 ) -> bytes:
     """One ``Received:`` field, folded, CRLF-terminated."""
-    parts = [f"Received: from {helo or 'unknown'} ([{client_ip}])", f"\tby {by} with {proto}"]
+    literal = f"IPv6:{client_ip}" if ":" in client_ip else client_ip  # RFC 5321 §4.1.3
+    parts = [f"Received: from {helo or 'unknown'} ([{literal}])", f"\tby {by} with {proto}"]
     parts[-1] += f" id {queue_id}"
     if rcpt is not None:
         parts.append(f"\tfor <{rcpt}>")
@@ -72,7 +73,7 @@ def stamp(message: bytes, received: bytes, *, queue_id: str, hostname: str) -> b
         extra += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode()
     if not _DATE.search(header):
         extra += f"Date: {rfc5322_date()}\r\n".encode()
-    if not header and extra:
-        # No header section at all: the added fields need the blank line after them.
+    if not header and not rest.startswith(b"\r\n"):
+        # No header section at all: the added fields need a blank line after them.
         return received + extra + b"\r\n" + rest
     return received + header + extra + rest

@@ -39,7 +39,7 @@ class ScryptHash:
             r=self.r,
             p=self.p,
             dklen=len(self.digest),
-            maxmem=256 * 1024 * 1024,
+            maxmem=128 * self.r * ((1 << self.ln) + self.p + 2) + (1 << 20),
         )
         return hmac.compare_digest(candidate, self.digest)
 
@@ -50,6 +50,10 @@ def parse_hash(text: str) -> ScryptHash:
         raise ValueError("not a $scrypt$ hash")
     params = dict(item.split("=", 1) for item in parts[2].split(","))
     ln, r, p = int(params["ln"]), int(params["r"]), int(params["p"])
-    if not (10 <= ln <= 20 and 1 <= r <= 32 and 1 <= p <= 16):
-        raise ValueError("scrypt parameters out of range")
-    return ScryptHash(ln, r, p, base64.b64decode(parts[3]), base64.b64decode(parts[4]))
+    # Bounded so that one check never needs more than ~128 MiB (128 * r * 2**ln bytes).
+    if not (10 <= ln <= 17 and 1 <= r <= 8 and 1 <= p <= 16):
+        raise ValueError("scrypt parameters out of range (ln 10-17, r 1-8, p 1-16)")
+    salt, digest = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+    if not salt or len(digest) < 16:
+        raise ValueError("scrypt salt or hash too short")
+    return ScryptHash(ln, r, p, salt, digest)

@@ -46,6 +46,25 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_nameserver(value: str) -> tuple[str, int]:
+    """``"192.0.2.53"``, ``"192.0.2.53:5353"``, ``"2001:db8::53"``, ``"[2001:db8::53]:5353"``."""
+    host, port = value, "53"
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r} is not [IPv6]:port")
+        port = rest[1:] or "53"
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: bad port")
+    return str(address), int(port)
+
+
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -134,10 +153,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_dns_servers(cls, servers: list[str]) -> list[str]:
         for server in servers:
-            host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "")
-            ipaddress.ip_address(host.strip("[]") if port else server.strip("[]"))
-            if port and not (port.isdigit() and 0 < int(port) < 65536):
-                raise ValueError(f"{server!r}: bad port")
+            parse_nameserver(server)
         return servers
 
     def model_post_init(self, context: Any, /) -> None:

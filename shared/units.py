@@ -4,6 +4,7 @@ Durations are written ``"30s"``, ``"10m"``, ``"5d"`` (or a bare number of second
 sizes ``"25MiB"``, ``"10MB"``, ``"512KiB"`` (or a bare number of bytes).
 """
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -37,8 +38,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
     else:
         raise ValueError(f"{value!r} is not a duration such as '30s', '10m' or '5d'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{value!r} is not a finite, non-negative duration")
     return seconds
 
 
