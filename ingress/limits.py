@@ -1,18 +1,19 @@
 """Session counts per node and per client address, shared by a node's ingress processes.
 
 The table lives in shared memory made before the processes fork, so the limits hold for
-the node as a whole, not per process. Addresses are counted in 65,536 buckets by a stable
-hash; two addresses in one bucket share their cap (a rare collision only makes the limit
-stricter for them, never looser).
+the node as a whole, not per process. Each process counts in its own row and a check sums
+the rows; when a process dies (even by SIGKILL) the supervisor clears its row, so the
+sessions that died with it stop counting. Addresses are counted in 65,536 buckets by a
+stable hash; two addresses in one bucket share their cap (a rare collision only makes the
+limit stricter for them, never looser).
 """
 
 import ipaddress
 import multiprocessing
 import zlib
-from typing import Literal
 
 _BUCKETS = 1 << 16
-Refusal = Literal["node_limit", "ip_limit"] | None
+_ROW = _BUCKETS + 1  # the buckets, then the process's total
 
 
 def _bucket(ip: str) -> int:
@@ -24,43 +25,61 @@ def _bucket(ip: str) -> int:
 
 
 class SessionTable:
-    """Counts open sessions; ``acquire`` refuses over the limits, ``release`` gives back."""
+    """Counts open sessions; ``acquire_*`` refuse over the limits, ``release_*`` give back.
 
-    def __init__(self, max_sessions: int, max_per_ip: int) -> None:
+    Call :meth:`use_row` in each process (after fork) before counting.
+    """
+
+    def __init__(self, max_sessions: int, max_per_ip: int, processes: int = 1) -> None:
         ctx = multiprocessing.get_context("fork")
         self._lock = ctx.Lock()
-        self._per_ip = ctx.RawArray("i", _BUCKETS)
-        self._total = ctx.RawArray("i", 1)  # one cell: the node's open sessions
+        self._cells = ctx.RawArray("i", _ROW * processes)
+        self._rows = processes
+        self._row = 0
         self.max_sessions = max_sessions
         self.max_per_ip = max_per_ip
 
-    def acquire_node(self) -> bool:
+    def use_row(self, index: int) -> None:
+        self._row = index
+
+    def clear_row(self, index: int) -> None:
+        """Forget every session of process ``index`` (it died)."""
         with self._lock:
-            if self._total[0] >= self.max_sessions:
+            start = index * _ROW
+            self._cells[start : start + _ROW] = [0] * _ROW
+
+    def _sum(self, offset: int) -> int:
+        return sum(self._cells[row * _ROW + offset] for row in range(self._rows))
+
+    def _acquire(self, offset: int, limit: int) -> bool:
+        with self._lock:
+            if self._sum(offset) >= limit:
                 return False
-            self._total[0] += 1
+            self._cells[self._row * _ROW + offset] += 1
             return True
+
+    def _release(self, offset: int) -> None:
+        with self._lock:
+            cell = self._row * _ROW + offset
+            self._cells[cell] = max(0, self._cells[cell] - 1)
+
+    def acquire_node(self) -> bool:
+        return self._acquire(_BUCKETS, self.max_sessions)
 
     def release_node(self) -> None:
-        with self._lock:
-            self._total[0] = max(0, self._total[0] - 1)
+        self._release(_BUCKETS)
 
     def acquire_ip(self, ip: str) -> bool:
-        bucket = _bucket(ip)
-        with self._lock:
-            if self._per_ip[bucket] >= self.max_per_ip:
-                return False
-            self._per_ip[bucket] += 1
-            return True
+        return self._acquire(_bucket(ip), self.max_per_ip)
 
     def release_ip(self, ip: str) -> None:
-        bucket = _bucket(ip)
-        with self._lock:
-            self._per_ip[bucket] = max(0, self._per_ip[bucket] - 1)
+        self._release(_bucket(ip))
 
     @property
     def total(self) -> int:
-        return int(self._total[0])
+        with self._lock:
+            return self._sum(_BUCKETS)
 
     def count(self, ip: str) -> int:
-        return int(self._per_ip[_bucket(ip)])
+        with self._lock:
+            return self._sum(_bucket(ip))

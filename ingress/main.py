@@ -24,12 +24,15 @@ def _loop_factory() -> asyncio.AbstractEventLoop:
 
 
 def run_process(settings: Settings, limits: SessionTable, index: int) -> None:
+    limits.use_row(index)
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
         runner.run(serve(settings, limits, index))
 
 
 def main(settings: Settings) -> int:
-    limits = SessionTable(settings.max_sessions, settings.max_sessions_per_ip)
+    limits = SessionTable(
+        settings.max_sessions, settings.max_sessions_per_ip, settings.ingress_processes
+    )
     if settings.ingress_processes == 1:
         run_process(settings, limits, 0)
         return 0
@@ -64,6 +67,7 @@ def _supervise(settings: Settings, limits: SessionTable) -> int:
             if child.is_alive() or stopping:
                 continue
             log.event(logger, "child_died", logging.ERROR, index=index, code=child.exitcode)
+            limits.clear_row(index)  # its sessions died with it
             time.sleep(0.5)
             start(index)
         if stopping and not any(child.is_alive() for child in children.values()):

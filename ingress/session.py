@@ -347,8 +347,6 @@ class Session(asyncio.Protocol):
         self._reset()
         reply = await self.node.handler.accept(tx, received.body)
         self._send(reply)
-        if self.node.draining:
-            self.close_with(replies.SHUTTING_DOWN)
 
     def _run(self, work: Coroutine[object, object, None]) -> None:
         """Run a coroutine of this session; reading resumes when it ends."""
@@ -365,6 +363,10 @@ class Session(asyncio.Protocol):
             self.close_with(replies.SPOOL_UNAVAILABLE.with_text("Internal error, try again"))
             return
         if self.state is State.CLOSED:
+            return
+        if self.node.draining and self.state is not State.DATA:
+            # SIGTERM came while we were busy: now idle, the session is told to go.
+            self.close_with(replies.SHUTTING_DOWN)
             return
         if self._paused and self.transport is not None:
             self._paused = False

@@ -20,7 +20,7 @@ from shared import log
 from shared.passwords import hash_password
 from shared.settings import Settings, SettingsError, load_settings
 
-ROLES = {"ingress": "ingress.main"}
+ROLES = {"ingress": "ingress.main", "dispatcher": "workers.dispatcher", "worker": "workers.main"}
 UP_DEFAULTS = {
     "MXFLEET_LISTEN": "127.0.0.1:2525",
     "MXFLEET_METRICS_LISTEN": "127.0.0.1:9100",
@@ -72,9 +72,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 2
         env["MXFLEET_REDIS_URL"] = embedded.url
         print(f"mxfleet: embedded Redis {embedded.url} (AOF in {embedded.data_dir})", flush=True)
+    host, port = env["MXFLEET_METRICS_LISTEN"].rsplit(":", 1)
     children = [
-        subprocess.Popen([sys.executable, "-m", "shared.cli", role], env=env)  # noqa: S603
-        for role in ROLES
+        subprocess.Popen(  # noqa: S603 -- our own argv
+            [sys.executable, "-m", "shared.cli", role],
+            env={**env, "MXFLEET_METRICS_LISTEN": f"{host}:{int(port) + index}"},
+        )
+        for index, role in enumerate(ROLES)
     ]
     print(f"mxfleet: SMTP on {env['MXFLEET_LISTEN']}; Ctrl-C stops", flush=True)
     stopping = False
@@ -103,6 +107,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default="var", help="where the embedded Redis keeps its AOF")
     up.set_defaults(func=cmd_up)
     sub.add_parser("ingress", help="one SMTP ingress node").set_defaults(func=None)
+    sub.add_parser("dispatcher", help="dispatcher and reaper (leader-elected)").set_defaults(
+        func=None
+    )
+    sub.add_parser("worker", help="one delivery worker (Celery, threads)").set_defaults(func=None)
     passwd = sub.add_parser("passwd", help="print a credentials-file line for SMTP AUTH")
     passwd.add_argument("user")
     passwd.set_defaults(func=cmd_passwd)

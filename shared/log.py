@@ -7,6 +7,7 @@ log.event(logger, "accepted", id=msg_id, sender=..., rcpts=3)
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._-:/+<>[]")
@@ -43,5 +44,13 @@ def setup(level: str = "info") -> None:
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event as ``event=<name> key=value ...`` if the level is enabled."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "event=%s %s", name, format_fields(**fields))
+
+
+def record(
+    logger: logging.Logger, name: str, fields: Mapping[str, Any], level: int = logging.INFO
+) -> None:
+    """:func:`event` for fields already gathered in a mapping."""
     if logger.isEnabledFor(level):
         logger.log(level, "event=%s %s", name, format_fields(**fields))

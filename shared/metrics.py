@@ -19,6 +19,21 @@ Ingress:
 - ``mxfleet_ingress_spool_ready``: 1 when the spool is reachable, durable and below its
   high-water mark.
 - ``mxfleet_ingress_draining``: 1 while the node drains after SIGTERM.
+
+Queue (the leading dispatcher): ``mxfleet_queue_jobs``, ``mxfleet_queue_inflight_jobs``,
+``mxfleet_queue_scheduled_jobs``, ``mxfleet_queue_due_domains``,
+``mxfleet_queue_oldest_age_seconds``.
+
+Dispatcher: ``mxfleet_dispatcher_leader``, ``mxfleet_dispatcher_tickets_total{verdict}``
+(``issued``, ``empty``, ``busy``, ``later``, ``full``, ``saturated``),
+``mxfleet_dispatcher_reaped_jobs_total``.
+
+Delivery (workers): ``mxfleet_delivery_recipients_total{verdict}`` (``delivered``,
+``deferred``, ``bounced``), ``mxfleet_delivery_tickets_total{result}`` (``done``,
+``stale``, ``failed``), ``mxfleet_delivery_connections_total{result}`` (``ok``,
+``failed``), ``mxfleet_delivery_lease_lost_total``,
+``mxfleet_delivery_maybe_duplicated_total``, ``mxfleet_delivery_dsn_total``,
+``mxfleet_delivery_transaction_seconds``, ``mxfleet_delivery_latency_seconds``.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -47,3 +62,49 @@ INGRESS_SPOOL_READY = Gauge(
     "mxfleet_ingress_spool_ready", "1 when the spool is reachable, durable and has room"
 )
 INGRESS_DRAINING = Gauge("mxfleet_ingress_draining", "1 while draining after SIGTERM")
+
+# --- queue (exported by the leading dispatcher) ---------------------------------------------
+QUEUE_JOBS = Gauge("mxfleet_queue_jobs", "Jobs not finished (scheduled or in flight)")
+QUEUE_INFLIGHT = Gauge("mxfleet_queue_inflight_jobs", "Jobs held by a ticket now")
+QUEUE_SCHEDULED = Gauge("mxfleet_queue_scheduled_jobs", "Jobs waiting in a schedule")
+QUEUE_DUE_DOMAINS = Gauge("mxfleet_queue_due_domains", "Destinations with work due now")
+QUEUE_OLDEST_AGE = Gauge(
+    "mxfleet_queue_oldest_age_seconds", "Age of the oldest message not yet finished"
+)
+
+# --- dispatcher ----------------------------------------------------------------------------
+DISPATCHER_LEADER = Gauge("mxfleet_dispatcher_leader", "1 while this dispatcher leads")
+DISPATCHER_TICKETS = Counter(
+    "mxfleet_dispatcher_tickets", "Dispatch decisions for due destinations", ["verdict"]
+)
+DISPATCHER_REAPED = Counter(
+    "mxfleet_dispatcher_reaped_jobs", "Jobs returned to their schedule after a lease expired"
+)
+
+# --- delivery (workers) --------------------------------------------------------------------
+DELIVERY_RECIPIENTS = Counter(
+    "mxfleet_delivery_recipients", "Recipient verdicts of delivery attempts", ["verdict"]
+)
+DELIVERY_TICKETS = Counter("mxfleet_delivery_tickets", "Tickets run by workers", ["result"])
+DELIVERY_CONNECTIONS = Counter(
+    "mxfleet_delivery_connections", "Outbound SMTP connections", ["result"]
+)
+DELIVERY_LEASE_LOST = Counter(
+    "mxfleet_delivery_lease_lost",
+    "Attempts whose completion was refused because the lease was lost (possible duplicates)",
+)
+DELIVERY_MAYBE_DUPLICATED = Counter(
+    "mxfleet_delivery_maybe_duplicated",
+    "Recipients retried after the end of data was sent but its reply never came",
+)
+DELIVERY_DSN = Counter("mxfleet_delivery_dsn", "Delivery status notifications enqueued")
+DELIVERY_TRANSACTION_SECONDS = Histogram(
+    "mxfleet_delivery_transaction_seconds",
+    "One SMTP transaction to a destination",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+)
+DELIVERY_LATENCY_SECONDS = Histogram(
+    "mxfleet_delivery_latency_seconds",
+    "From accept to delivery of a recipient",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+)

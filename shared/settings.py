@@ -35,10 +35,14 @@ class SettingsError(ValueError):
     """The configuration is unusable; the message names every key at fault."""
 
 
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``"0.0.0.0:25"``, ``"[::1]:2525"`` → (host, port); ValueError when malformed."""
+def parse_hostport(value: str, *, any_port: bool = False) -> tuple[str, int]:
+    """``"0.0.0.0:25"``, ``"[::1]:2525"`` → (host, port); ValueError when malformed.
+
+    ``any_port`` also allows port 0 (the system picks one: metrics endpoints in tests).
+    """
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if any_port else 1
+    if not sep or not port.isdigit() or not lowest <= int(port) < 65536:
         raise ValueError(f"{value!r} is not host:port (e.g. 0.0.0.0:25 or [::]:25)")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not host:
@@ -76,6 +80,11 @@ def _hostport(value: str) -> str:
     return value
 
 
+def _hostport_any(value: str) -> str:
+    parse_hostport(value, any_port=True)
+    return value
+
+
 def _parse_networks(value: object) -> list[Network]:
     parts = _split_list(value)
     if not isinstance(parts, list):
@@ -91,6 +100,7 @@ def _parse_networks(value: object) -> list[Network]:
 
 Networks = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
 HostPort = Annotated[str, AfterValidator(_hostport)]
+HostAnyPort = Annotated[str, AfterValidator(_hostport_any)]
 
 
 class Settings(BaseSettings):
@@ -115,7 +125,7 @@ class Settings(BaseSettings):
 
     # --- identity and observability
     hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
-    metrics_listen: HostPort = "0.0.0.0:9100"
+    metrics_listen: HostAnyPort = "0.0.0.0:9100"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # --- SMTP ingress
@@ -142,7 +152,22 @@ class Settings(BaseSettings):
     auth_file: Path | None = None
     auth_require_tls: bool = True
 
-    # --- delivery (used by the workers)
+    # --- delivery: the dispatcher and the workers
+    worker_concurrency: int = Field(default=32, ge=1, le=1000)
+    ticket_budget: Seconds = 60.0
+    lease_time: Seconds = Field(default=120.0, ge=5)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    max_connections: int = Field(default=10, ge=1)
+    max_messages_per_connection: int = Field(default=1000, ge=1)
+    max_recipients_per_transaction: int = Field(default=100, ge=1)
+    max_tickets: int = Field(default=1000, ge=1)
+    retry_base: Seconds = 300.0
+    retry_cap: Seconds = 7200.0
+    max_age: Seconds = 5 * 86400.0
+    delivery_tls: Literal["opportunistic", "required", "verify", "off"] = "opportunistic"
+    connect_timeout: Seconds = 30.0
+    data_reply_timeout: Seconds = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes
+    events_maxlen: int = Field(default=100_000, ge=1000)
     dns_servers: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
         default_factory=list
     )
@@ -166,7 +191,7 @@ class Settings(BaseSettings):
 
     @property
     def metrics_address(self) -> tuple[str, int]:
-        return parse_hostport(self.metrics_listen)
+        return parse_hostport(self.metrics_listen, any_port=True)
 
     @classmethod
     def settings_customise_sources(

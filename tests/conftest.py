@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.dns_server import DnsServer
+from tests.servers.fleet import Fleet
 from tests.servers.ingress_process import IngressProcess
 from tests.servers.redis_server import RedisServer, require_redis_server
+from tests.servers.smtp_sink import free_port_on
 from tests.servers.spool_client import SpoolClient
 
 StartIngress = Callable[..., IngressProcess]
@@ -67,6 +70,21 @@ def start_ingress(tmp_path: Path, redis_server: RedisServer) -> Iterator[StartIn
     yield start
     for process in processes:
         process.stop(timeout=10)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, start_redis: StartRedis) -> Iterator[Fleet]:
+    """A Redis, a DNS server and a delivery port on 127.0.0.2-20, ready for mxfleet roles."""
+    dns = DnsServer().start()
+    rig = Fleet(
+        redis=start_redis(),
+        dns=dns,
+        delivery_port=free_port_on([f"127.0.0.{n}" for n in range(2, 21)]),
+        workdir=tmp_path,
+    )
+    yield rig
+    rig.stop()
+    dns.stop()
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ def test_accept_call_exact() -> None:
         f"mxf:body:{MSG_ID}",
         "mxf:due",
         "mxf:stats",
+        "mxf:queue",
         f"mxf:rcpt:{MSG_ID}:example.com",
         f"mxf:job:{MSG_ID}:example.com",
         "mxf:sched:example.com",
@@ -92,6 +93,7 @@ def test_discard_call_exact() -> None:
         f"mxf:msg:{MSG_ID}",
         f"mxf:body:{MSG_ID}",
         "mxf:stats",
+        "mxf:queue",
         f"mxf:rcpt:{MSG_ID}:example.com",
         f"mxf:job:{MSG_ID}:example.com",
         "mxf:sched:example.com",
@@ -118,8 +120,8 @@ Arg = str | int | bytes
 def read_accept(call: Call) -> tuple[dict[Arg, Arg], dict[str, list[Arg]]]:
     """Decode KEYS/ARGV exactly as ``accept.lua`` walks them (1-based there, 0-based here)."""
     names, args = call
-    assert (len(names) - 4) % 3 == 0
-    ndom = (len(names) - 4) // 3
+    assert (len(names) - 5) % 3 == 0
+    ndom = (len(names) - 5) // 3
     msg_id, nfields = args[0], args[2]
     assert isinstance(msg_id, str)
     assert isinstance(nfields, int)
@@ -131,7 +133,7 @@ def read_accept(call: Call) -> tuple[dict[Arg, Arg], dict[str, list[Arg]]]:
         dom, count = args[pos], args[pos + 1]
         assert isinstance(dom, str)
         assert isinstance(count, int)
-        assert names[4 + 3 * d : 7 + 3 * d] == [
+        assert names[5 + 3 * d : 8 + 3 * d] == [
             KEYS.rcpt(msg_id, dom),
             KEYS.job(msg_id, dom),
             KEYS.sched(dom),
@@ -159,7 +161,7 @@ def test_accept_call_round_trips_through_the_script_layout(
     }
     env = Envelope(sender="s@example.net", recipients=recipients, extra=extra)
     names, args = accept_call(KEYS, MSG_ID, env, body)
-    assert names[:4] == [KEYS.msg(MSG_ID), KEYS.body(MSG_ID), KEYS.due, KEYS.stats]
+    assert names[:5] == [KEYS.msg(MSG_ID), KEYS.body(MSG_ID), KEYS.due, KEYS.stats, KEYS.queue]
     assert args[:2] == [MSG_ID, body]
     fields, domains = read_accept((names, args))
     assert domains == recipients
@@ -174,10 +176,10 @@ def test_accept_call_round_trips_through_the_script_layout(
 @given(st.lists(domain_st, unique=True, max_size=6))
 def test_discard_call_layout(domains: list[str]) -> None:
     names, args = discard_call(KEYS, MSG_ID, domains)
-    assert len(names) == 3 + 3 * len(domains)
+    assert len(names) == 4 + 3 * len(domains)
     assert args == [MSG_ID]
     for d, dom in enumerate(domains):
-        assert names[3 + 3 * d : 6 + 3 * d] == [
+        assert names[4 + 3 * d : 7 + 3 * d] == [
             KEYS.rcpt(MSG_ID, dom),
             KEYS.job(MSG_ID, dom),
             KEYS.sched(dom),
@@ -188,7 +190,7 @@ def test_discard_call_layout(domains: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "fixed_keys", "fixed_argv"), [("accept", 4, 3), ("discard", 3, 1)]
+    ("name", "fixed_keys", "fixed_argv"), [("accept", 5, 3), ("discard", 4, 1)]
 )
 def test_script_exists_and_matches_the_call_shape(
     name: str, fixed_keys: int, fixed_argv: int

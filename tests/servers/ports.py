@@ -1,0 +1,29 @@
+"""Loopback ports for servers that need several consecutive ones (``metrics port + i``).
+
+:func:`shared.embedded.free_port` asks the kernel for one free port, which comes from the
+ephemeral range; the port after it may be any client socket's at any moment. These ports
+are taken below that range, where the kernel never assigns client ports by itself.
+"""
+
+import random
+import socket
+
+_LOW, _HIGH = 20000, 32000  # below Linux's default ip_local_port_range (32768-60999)
+
+
+def _bindable(port: int, host: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive free ports on ``host``."""
+    for _ in range(200):
+        first = random.randrange(_LOW, _HIGH - count)
+        if all(_bindable(first + offset, host) for offset in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports in {_LOW}-{_HIGH}")

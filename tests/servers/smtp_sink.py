@@ -1,0 +1,511 @@
+"""SMTP sinks on 127.0.0.N: the destination MX hosts of delivery tests.
+
+Owns a small ESMTP server (RFC 5321) that runs in the test process (one asyncio loop in a
+thread per sink), answers as its :class:`Behaviour` says and records every transaction that
+reaches the end of DATA as a :class:`Transaction`. Several sinks share one port number on
+different loopback addresses, since mxfleet's delivery port is a single setting; a "down"
+MX host is an address from :func:`free_port_on` where no sink was started (connection
+refused).
+
+Not aiosmtpd, because a sink must misbehave where aiosmtpd has no hook: a delay before
+every reply, 421-and-close after K messages, knowing which connection carried which
+message and whether the client pipelined, and the body exactly as received.
+
+Wire rules: commands end at LF (CR optional); DATA ends only at CRLF.CRLF (RFC 5321
+§4.1.1.4), a leading dot is removed from each line (§4.5.2) and every other byte is kept,
+bare LFs included. MAIL parameters are accepted only for advertised extensions (else 555,
+§4.1.1.11); a non-ASCII address needs MAIL ... SMTPUTF8 (else 553 5.6.7, RFC 6531 §3.5).
+Anything pipelined behind STARTTLS is discarded (RFC 3207 §4.2, CVE-2011-0411).
+
+Pipelining detection is best effort: a transaction counts as pipelined when, as the sink
+answers MAIL or a RCPT, the client's next command has already arrived. A pipelining
+client on loopback is seen; one whose commands straggle in separate packets may not be.
+
+Records (``messages``, ``transactions``, ``transactions_per_connection``, ``connections``)
+are appended by the sink's thread; read their length or read them after ``wait_until``.
+``behaviour`` may be replaced while the sink runs; each decision reads the current one.
+"""
+
+import asyncio
+import contextlib
+import random
+import re
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import replies
+from shared.replies import Reply
+from tests.servers.certs import Certificates, make_certificates
+from tests.servers.wait import wait_until
+
+TEMPFAIL = Reply(451, "4.3.0", "Temporary failure, try again later")
+TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages on this connection, closing")
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")  # RFC 1870 §6.1
+NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 2920 §3.1
+NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")  # RFC 6531 §3.5
+MAX_LINE = 1 << 20  # a sink judges nothing, it only refuses to buffer without end
+_PATH = re.compile(r"(?i)(FROM|TO):\s*<([^>]*)>\s*(.*)")
+_PORTS = (20000, 32000)  # below Linux's ephemeral range, like tests/servers/ports.py
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How a sink answers; the defaults accept everything and advertise everything."""
+
+    rcpt_replies: Mapping[str, Reply] = field(default_factory=dict)  # lower-case address →
+    rcpt_default: Reply | None = None  # every other RCPT (None: 250 2.1.5)
+    data_command_reply: Reply | None = None  # the DATA command, instead of 354
+    data_reply: Reply | None = None  # after the final dot, instead of 250 (e.g. 554)
+    tempfail_first: int = 0  # the sink's first N transactions (since start) get tempfail_reply
+    tempfail_reply: Reply = TEMPFAIL
+    max_messages_per_connection: int | None = None  # K: the MAIL after K gets 421 + close
+    delay: float = 0.0  # seconds before every reply, the greeting included
+    greeting: Reply | None = None  # instead of 220; a non-2xx greeting closes the connection
+    silent: bool = False  # accept connections, never send a byte
+    starttls: bool = False  # offer STARTTLS (certificates are made at start when not given)
+    pipelining: bool = True
+    smtputf8: bool = True
+    eightbitmime: bool = True
+    size: int | None = None  # advertise SIZE n and enforce it (RFC 1870)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One MAIL..end-of-DATA exchange, whatever the sink answered."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]  # accepted recipients, in order
+    data: bytes  # as received, dot-unstuffed, without the final ".\r\n"
+    ehlo: str  # the EHLO/HELO name ("" when none)
+    tls: bool
+    connection: int  # 1, 2, ... per sink, in accept order
+    index: int  # 1, 2, ... within the connection
+    pipelined: bool
+    reply: Reply  # the sink's answer after the final dot
+    mail_options: tuple[str, ...] = ()
+    rejected_rcpts: tuple[str, ...] = ()
+    peer: tuple[str, int] = ("", 0)
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply.code == 250
+
+
+def free_port_on(hosts: Sequence[str]) -> int:
+    """A TCP port free on every one of ``hosts`` (127.0.0.N addresses)."""
+    for _ in range(200):
+        port = random.randrange(*_PORTS)
+        if all(_bindable(host, port) for host in hosts):
+            return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _lines(code: int, texts: list[str]) -> bytes:
+    """A multi-line reply (RFC 5321 §4.2.1): ``250-a``, ..., ``250 z``."""
+    last = len(texts) - 1
+    return b"".join(
+        f"{code}{' ' if i == last else '-'}{text}\r\n".encode() for i, text in enumerate(texts)
+    )
+
+
+class _Input:
+    """Buffered lines from a stream; knows whether more input is already waiting."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buffer = bytearray()
+        self.pos = 0
+
+    async def line(self) -> bytes:
+        """The next line with its terminator; b"" at end of stream."""
+        while (end := self.buffer.find(b"\n", self.pos)) < 0:
+            if len(self.buffer) - self.pos > MAX_LINE:
+                raise ConnectionError("line too long")
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                return b""
+            self.buffer += chunk
+        return self._take(end + 1)
+
+    async def data(self) -> bytes | None:
+        """The DATA section up to the CRLF before ".CRLF" (RFC 5321 §4.1.1.4), still stuffed.
+
+        The section starts a line, so a CRLF is put in front of it: then one search for
+        CRLF.CRLF finds the end, the empty message ".CRLF" included. None at end of stream.
+        """
+        self.buffer[self.pos : self.pos] = b"\r\n"
+        start = self.pos
+        while (end := self.buffer.find(b"\r\n.\r\n", start)) < 0:
+            start = max(self.pos, len(self.buffer) - 4)
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        return self._take(end + 5)[2:-3]
+
+    def _take(self, end: int) -> bytes:
+        taken = bytes(self.buffer[self.pos : end])
+        self.pos = end
+        if self.pos == len(self.buffer) or self.pos > MAX_LINE:
+            del self.buffer[: self.pos]  # O(1) when nothing is left; amortised otherwise
+            self.pos = 0
+        return taken
+
+    def pending(self) -> bool:
+        return self.pos < len(self.buffer)
+
+    def discard(self) -> None:
+        self.buffer.clear()
+        self.pos = 0
+
+
+class _Session:
+    """One connection: the SMTP state machine; decisions come from the sink's behaviour."""
+
+    def __init__(
+        self, sink: "SmtpSink", reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.sink, self.input, self.writer = sink, _Input(reader), writer
+        self.number = sink.connections
+        peer = writer.get_extra_info("peername")
+        self.peer: tuple[str, int] = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        self.ehlo, self.tls, self.count = "", False, 0
+        self.handlers: dict[str, Callable[[str], Awaitable[bool]]] = {
+            "EHLO": self.on_ehlo,
+            "HELO": self.on_helo,
+            "MAIL": self.on_mail,
+            "RCPT": self.on_rcpt,
+            "DATA": self.on_data,
+            "RSET": self.on_rset,
+            "NOOP": self.on_noop,
+            "QUIT": self.on_quit,
+            "STARTTLS": self.on_starttls,
+        }
+        self.reset()
+
+    def reset(self) -> None:
+        self.mail_from: str | None = None
+        self.options: tuple[str, ...] = ()
+        self.smtputf8 = False
+        self.rcpts: list[str] = []
+        self.rejected: list[str] = []
+        self.pipelined = False
+
+    async def send(self, reply: Reply | bytes) -> None:
+        if self.sink.behaviour.delay:
+            await asyncio.sleep(self.sink.behaviour.delay)
+        self.writer.write(reply if isinstance(reply, bytes) else reply.encode())
+        await self.writer.drain()
+
+    async def run(self) -> None:
+        behaviour = self.sink.behaviour
+        if behaviour.silent:
+            while await self.input.reader.read(65536):
+                pass
+            return
+        greeting = behaviour.greeting or Reply(220, "", f"{self.sink.hostname} ESMTP test sink")
+        await self.send(greeting)
+        if greeting.code // 100 != 2:
+            return
+        while line := await self.input.line():
+            verb, _, arg = line.decode("utf-8", "replace").rstrip("\r\n").partition(" ")
+            handler = self.handlers.get(verb.upper())
+            if handler is None:
+                await self.send(replies.UNKNOWN_COMMAND)
+            elif not await handler(arg.strip()):
+                return
+
+    async def on_ehlo(self, name: str) -> bool:
+        behaviour, tls = self.sink.behaviour, self.sink.tls_context
+        extensions = [
+            (behaviour.pipelining, "PIPELINING"),
+            (behaviour.size is not None, f"SIZE {behaviour.size}"),
+            (behaviour.eightbitmime, "8BITMIME"),
+            (behaviour.smtputf8, "SMTPUTF8"),
+            (behaviour.starttls and tls is not None and not self.tls, "STARTTLS"),
+            (True, "ENHANCEDSTATUSCODES"),
+        ]
+        lines = [self.sink.hostname] + [text for on, text in extensions if on]
+        return await self.greet(name, _lines(250, lines))
+
+    async def on_helo(self, name: str) -> bool:
+        return await self.greet(name, Reply(250, "", self.sink.hostname).encode())
+
+    async def greet(self, name: str, reply: bytes) -> bool:
+        if not name:  # RFC 5321 §4.1.1.1: EHLO and HELO name the client
+            await self.send(replies.SYNTAX_ERROR)
+            return True
+        self.ehlo = name
+        self.reset()
+        await self.send(reply)
+        return True
+
+    async def on_mail(self, arg: str) -> bool:
+        limit = self.sink.behaviour.max_messages_per_connection
+        if limit is not None and self.count >= limit:
+            await self.send(TOO_MANY_MESSAGES)
+            return False
+        match = _PATH.fullmatch(arg)
+        options = tuple(match.group(3).split()) if match else ()
+        if not self.ehlo:
+            refusal: Reply | None = replies.NEED_HELO
+        elif self.mail_from is not None:
+            refusal = replies.NESTED_MAIL
+        elif match is None or match.group(1).upper() != "FROM":
+            refusal = replies.SYNTAX_ERROR
+        else:
+            refusal = self.mail_refusal(match.group(2), options)
+        if refusal is None and match is not None:
+            self.mail_from, self.options = match.group(2), options
+            self.smtputf8 = "SMTPUTF8" in (option.upper() for option in options)
+            self.pipelined = self.input.pending()
+        await self.send(refusal or replies.SENDER_OK)
+        return True
+
+    def mail_refusal(self, address: str, options: tuple[str, ...]) -> Reply | None:
+        behaviour = self.sink.behaviour
+        allowed = {
+            "SIZE": behaviour.size is not None,
+            "BODY": behaviour.eightbitmime,
+            "SMTPUTF8": behaviour.smtputf8,
+        }
+        for option in options:
+            key, _, value = option.upper().partition("=")
+            if not allowed.get(key) or (key == "SIZE" and not value.isdigit()):
+                return replies.BAD_PARAMETER
+            if key == "SIZE" and int(value) > (behaviour.size or 0):
+                return TOO_BIG
+        if not address.isascii() and "SMTPUTF8" not in (o.upper() for o in options):
+            return NEEDS_SMTPUTF8
+        return None
+
+    async def on_rcpt(self, arg: str) -> bool:
+        match = _PATH.fullmatch(arg)
+        behaviour = self.sink.behaviour
+        if self.mail_from is None:
+            reply = replies.NEED_MAIL
+        elif match is None or match.group(1).upper() != "TO":
+            reply = replies.SYNTAX_ERROR
+        elif match.group(3):  # no extension offered here adds RCPT parameters
+            reply = replies.BAD_PARAMETER
+        elif not match.group(2).isascii() and not self.smtputf8:
+            reply = NEEDS_SMTPUTF8
+        else:
+            address = match.group(2)
+            default = behaviour.rcpt_default or replies.RECIPIENT_OK
+            reply = behaviour.rcpt_replies.get(address.lower(), default)
+            (self.rcpts if reply.code // 100 == 2 else self.rejected).append(address)
+            self.pipelined |= self.input.pending()
+        await self.send(reply)
+        return True
+
+    async def on_data(self, arg: str) -> bool:
+        behaviour = self.sink.behaviour
+        if self.mail_from is None:
+            refusal: Reply | None = replies.NEED_MAIL
+        elif not self.rcpts:
+            refusal = NO_VALID_RECIPIENTS
+        else:
+            refusal = behaviour.data_command_reply
+        if refusal is not None:
+            await self.send(refusal)
+            self.reset()
+            return True
+        await self.send(replies.START_DATA)
+        received = await self.read_data(behaviour.size)
+        if received is None:
+            return False
+        self.count += 1
+        await self.send(self.sink._record(self, *received))
+        self.reset()
+        return True
+
+    async def read_data(self, limit: int | None) -> tuple[bytes, bool] | None:
+        """(the message, unstuffed (§4.5.2); over ``limit``); None at end of stream.
+
+        Past ``limit`` the message is not kept (RFC 1870 §6.2 lets the server drop it).
+        """
+        stuffed = await self.input.data()
+        if stuffed is None:
+            return None
+        data = (b"\n" + stuffed).replace(b"\n.", b"\n")[1:]
+        too_big = limit is not None and len(data) > limit
+        return (b"" if too_big else data), too_big
+
+    async def on_rset(self, arg: str) -> bool:
+        self.reset()
+        await self.send(replies.RESET_OK)
+        return True
+
+    async def on_noop(self, arg: str) -> bool:
+        await self.send(replies.NOOP_OK)
+        return True
+
+    async def on_quit(self, arg: str) -> bool:
+        await self.send(replies.BYE)
+        return False
+
+    async def on_starttls(self, arg: str) -> bool:
+        context = self.sink.tls_context
+        if not self.sink.behaviour.starttls or context is None or self.tls:
+            await self.send(replies.ALREADY_TLS if self.tls else replies.NOT_IMPLEMENTED)
+            return True
+        await self.send(replies.READY_TLS)
+        self.input.discard()  # RFC 3207 §4.2: nothing said before TLS counts after it
+        await self.writer.start_tls(context)
+        self.tls, self.ehlo = True, ""  # the client must EHLO again (RFC 3207 §4.2)
+        self.reset()
+        return True
+
+
+class SmtpSink:
+    """``SmtpSink("127.0.0.2", port, Behaviour(...)).start()``; ``stop()`` when done."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.2",
+        port: int = 0,
+        behaviour: Behaviour | None = None,
+        *,
+        hostname: str = "sink.test",
+        certificates: Certificates | None = None,
+    ) -> None:
+        self.host, self.port, self.hostname = host, port, hostname
+        self.behaviour = behaviour or Behaviour()
+        self.certificates = certificates
+        self.tls_context: ssl.SSLContext | None = None
+        self.messages: list[Transaction] = []  # the accepted transactions (250 after the dot)
+        self.transactions: list[Transaction] = []  # every transaction, whatever the answer
+        self.transactions_per_connection: dict[int, int] = {}  # connection → transactions
+        self.connections = 0  # TCP connections accepted
+        self._tempfailed = 0
+        self._tempdir: Path | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> "SmtpSink":
+        if self.certificates is None and self.behaviour.starttls:
+            self._tempdir = Path(tempfile.mkdtemp(prefix="mxfleet-sink-"))
+            self.certificates = make_certificates(
+                self._tempdir, names=(self.hostname, "localhost"), addresses=(self.host,)
+            )
+        if self.certificates is not None:
+            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls_context.load_cert_chain(self.certificates.cert, self.certificates.key)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="smtp-sink")
+        self._thread.daemon = True
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(
+            self._connected, self.host, self.port, reuse_address=True, backlog=256
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            await _Session(self, reader, writer).run()
+        except OSError:  # reset, TLS handshake failure, line too long: the client's problem
+            pass
+        except asyncio.CancelledError:  # the sink stops; ending normally spares asyncio's
+            pass  # stream callback (3.11) a traceback from task.exception()
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    def _record(self, session: _Session, data: bytes, too_big: bool) -> Reply:
+        """Decide the answer to a complete message and record the transaction."""
+        behaviour = self.behaviour
+        reply = replies.OK.with_text(f"OK queued as {session.number}.{session.count}")
+        if too_big:
+            reply = TOO_BIG
+        elif self._tempfailed < behaviour.tempfail_first:
+            self._tempfailed += 1
+            reply = behaviour.tempfail_reply
+        elif behaviour.data_reply is not None:
+            reply = behaviour.data_reply
+        assert session.mail_from is not None
+        transaction = Transaction(
+            mail_from=session.mail_from,
+            rcpt_tos=tuple(session.rcpts),
+            data=data,
+            ehlo=session.ehlo,
+            tls=session.tls,
+            connection=session.number,
+            index=session.count,
+            pipelined=session.pipelined,
+            reply=reply,
+            mail_options=session.options,
+            rejected_rcpts=tuple(session.rejected),
+            peer=session.peer,
+        )
+        self.transactions.append(transaction)
+        if transaction.accepted:
+            self.messages.append(transaction)
+        per_connection = self.transactions_per_connection
+        per_connection[session.number] = per_connection.get(session.number, 0) + 1
+        return reply
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Transaction]:
+        """:attr:`messages` (the live list) once it holds at least ``count``."""
+        wait_until(lambda: len(self.messages) >= count, timeout)
+        return self.messages
+
+    def stop(self) -> None:
+        """Close the listener and every connection; remove certificates the sink made."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+        self._loop = self._thread = None
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def __enter__(self) -> "SmtpSink":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,50 @@
+"""What a worker process's tickets share: settings, the spool store, the MX resolver.
+
+Built once per process (``mxfleet worker`` sets it; under ``celery -A workers.app`` it is
+built on the first ticket from the app's settings).
+"""
+
+import threading
+from dataclasses import dataclass
+
+from shared.redis_conn import sync_client
+from shared.settings import Settings, parse_nameserver
+from workers.mx import MxResolver
+from workers.store import Store
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    store: Store
+    resolver: MxResolver
+
+
+_lock = threading.Lock()
+_context: Context | None = None
+
+
+def build(settings: Settings) -> Context:
+    servers = [parse_nameserver(server) for server in settings.dns_servers] or None
+    return Context(
+        settings=settings,
+        store=Store(sync_client(settings), settings.redis_key_prefix),
+        resolver=MxResolver(servers, allow_private=settings.allow_private_mx),
+    )
+
+
+def install(settings: Settings) -> Context:
+    global _context
+    with _lock:
+        _context = build(settings)
+        return _context
+
+
+def current() -> Context:
+    global _context
+    with _lock:
+        if _context is None:
+            from workers.app import app
+
+            _context = build(app.conf.mxfleet_settings)
+        return _context

@@ -1,0 +1,134 @@
+"""``mxfleet dispatcher``: turns due destinations into tickets, and reaps dead leases.
+
+Several may run; a leader lock in Redis (renewed every loop, expiring after
+``LEADER_TTL``) lets exactly one act. The leader, in a loop:
+1. returns jobs whose lease expired (their worker died) to their schedule (reap);
+2. for each due domain, earliest first, asks ``dispatch.lua`` for a connection slot and
+   sends a ticket (domain, token) to the workers when it gets one;
+3. exports the queue gauges.
+A ticket that is lost or runs twice is harmless: the worker checks its lease.
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from types import FrameType
+
+from celery import Celery
+
+from shared import log, metrics
+from shared.httpd import HealthServer
+from shared.redis_conn import sync_client
+from shared.settings import Settings
+from workers.app import QUEUE, TICKET_TASK, make_app
+from workers.store import Store, queue_figures
+
+logger = logging.getLogger("mxfleet.dispatcher")
+
+LEADER_TTL_MS = 10_000
+HOLD_MS = 5_000  # a served domain leaves the due set this long (a ticket's end brings it back)
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, store: Store, app: Celery) -> None:
+        self.settings = settings
+        self.store = store
+        self.app = app
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leading = False
+        self.stop = threading.Event()
+        self._gauges_at = 0.0
+
+    def step(self) -> int:
+        """One round; returns the number of tickets issued."""
+        leading = self.store.lead(self.me, LEADER_TTL_MS)
+        if leading != self.leading:
+            self.leading = leading
+            metrics.DISPATCHER_LEADER.set(int(leading))
+            log.event(logger, "leader" if leading else "follower", id=self.me)
+        if not leading:
+            return 0
+        reaped = self.store.reap()
+        if reaped:
+            metrics.DISPATCHER_REAPED.inc(reaped)
+            log.event(logger, "reaped", logging.WARNING, jobs=reaped)
+        issued = sum(self._serve(domain) for domain in self.store.due_domains(500))
+        if time.monotonic() - self._gauges_at > 1.0:
+            self._export_gauges()
+        return issued
+
+    def _serve(self, domain: str) -> int:
+        s = self.settings
+        token = uuid.uuid4().hex
+        verdict, _ = self.store.dispatch(
+            domain,
+            token,
+            max_conn=s.max_connections,
+            lease_ms=int(s.lease_time * 1000),
+            hold_ms=HOLD_MS,
+            batch=s.batch_size,
+            max_tickets=s.max_tickets,
+        )
+        metrics.DISPATCHER_TICKETS.labels(verdict).inc()
+        if verdict != "issued":
+            return 0
+        try:
+            self.app.send_task(TICKET_TASK, args=[domain, token], queue=QUEUE)
+        except Exception:
+            self.store.release(domain, token)
+            raise
+        return 1
+
+    def _export_gauges(self) -> None:
+        self._gauges_at = time.monotonic()
+        figures = queue_figures(self.store)
+        metrics.QUEUE_JOBS.set(figures.jobs)
+        metrics.QUEUE_INFLIGHT.set(figures.inflight)
+        metrics.QUEUE_SCHEDULED.set(max(0, figures.jobs - figures.inflight))
+        metrics.QUEUE_DUE_DOMAINS.set(figures.due_domains)
+        metrics.QUEUE_OLDEST_AGE.set(figures.oldest_age_s)
+
+    def run(self) -> None:
+        """Loop until :attr:`stop` is set; Redis outages are waited out, never fatal."""
+        while not self.stop.is_set():
+            try:
+                issued = self.step()
+            except Exception as exc:  # noqa: BLE001 -- the loop must survive Redis outages
+                log.event(logger, "error", logging.ERROR, error=repr(exc))
+                self.leading = False
+                metrics.DISPATCHER_LEADER.set(0)
+                self.stop.wait(1.0)
+                continue
+            self.stop.wait(0.01 if issued else (0.1 if self.leading else 1.0))
+        if self.leading:
+            self.store.resign(self.me)
+
+
+def main(settings: Settings) -> int:
+    dispatcher = Dispatcher(
+        settings, Store(sync_client(settings), settings.redis_key_prefix), make_app(settings)
+    )
+
+    def ready() -> tuple[bool, str]:
+        try:
+            dispatcher.store.client.ping()
+        except Exception as exc:  # noqa: BLE001 -- readiness reports any failure
+            return False, f"redis: {exc}"
+        return True, "leader" if dispatcher.leading else "standby"
+
+    host, port = settings.metrics_address
+    health = HealthServer(host, port, ready)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        dispatcher.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.event(logger, "started", id=dispatcher.me, metrics=f"{host}:{health.port}")
+    dispatcher.run()
+    health.close()
+    return 0

@@ -1,0 +1,44 @@
+"""``mxfleet worker``: one Celery worker process (threads pool) that runs tickets."""
+
+import logging
+
+from shared import log
+from shared.httpd import HealthServer
+from shared.settings import Settings
+from workers.app import QUEUE, make_app
+from workers.context import install
+
+logger = logging.getLogger("mxfleet.worker")
+
+
+def main(settings: Settings) -> int:
+    context = install(settings)
+    app = make_app(settings)
+
+    def ready() -> tuple[bool, str]:
+        try:
+            context.store.client.ping()
+        except Exception as exc:  # noqa: BLE001 -- readiness reports any failure
+            return False, f"redis: {exc}"
+        return True, "ready"
+
+    host, port = settings.metrics_address
+    health = HealthServer(host, port, ready)
+    log.event(
+        logger, "started", metrics=f"{host}:{health.port}", threads=settings.worker_concurrency
+    )
+    argv = [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={settings.worker_concurrency}",
+        f"--queues={QUEUE}",
+        f"--loglevel={settings.log_level.upper()}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    try:
+        app.worker_main(argv)
+    finally:
+        health.close()
+    return 0

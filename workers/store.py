@@ -1,0 +1,162 @@
+"""The workers' side of the spool: every Redis call of the dispatcher and the tickets.
+
+The only module of ``workers`` that talks to Redis; it runs the Lua scripts of
+``shared/lua`` and turns their replies into typed values. Blocking (Celery threads).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.keys import Keys
+from shared.spool import (
+    Envelope,
+    Outcome,
+    accept_call,
+    claim_call,
+    complete_call,
+    dispatch_call,
+    reap_call,
+    release_call,
+    renew_call,
+    script,
+)
+
+_RELEASE_LEADER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW_LEADER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job a ticket holds: one message for the ticket's domain."""
+
+    msg_id: str
+    domain: str
+    sender: str
+    smtputf8: bool
+    attempts: int
+    received_ms: int
+    body: bytes
+    recipients: list[str]
+
+    @property
+    def member(self) -> str:
+        return f"{self.msg_id}:{self.domain}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+class Store:
+    def __init__(self, client: "redis.Redis", prefix: str) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self._scripts = {
+            name: client.register_script(script(name))
+            for name in ("accept", "dispatch", "claim", "complete", "release", "renew", "reap")
+        }
+        self._leader_renew = client.register_script(_RENEW_LEADER)
+        self._leader_release = client.register_script(_RELEASE_LEADER)
+
+    def _run(self, name: str, call: tuple[list[str], list[Any]]) -> Any:
+        keys, args = call
+        return self._scripts[name](keys=keys, args=args)
+
+    # --- dispatcher ------------------------------------------------------------------------
+    def lead(self, me: str, ttl_ms: int) -> bool:
+        """Take or keep the leader lock; True while this process leads."""
+        return bool(self._leader_renew(keys=[self.keys.leader], args=[me, ttl_ms]))
+
+    def resign(self, me: str) -> None:
+        self._leader_release(keys=[self.keys.leader], args=[me])
+
+    def due_domains(self, limit: int) -> list[str]:
+        """Domains due now, earliest first (so a served domain goes to the back)."""
+        now_s, now_us = self.client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        found = self.client.zrangebyscore(self.keys.due, "-inf", now_ms, start=0, num=limit)
+        return [_text(domain) for domain in found]
+
+    def dispatch(self, domain: str, token: str, **limits: int) -> tuple[str, int]:
+        verdict, when = self._run("dispatch", dispatch_call(self.keys, domain, token, **limits))
+        return _text(verdict), int(when)
+
+    def reap(self, limit: int = 1000) -> int:
+        return int(self._run("reap", reap_call(self.keys, limit)))
+
+    # --- tickets ---------------------------------------------------------------------------
+    def claim(self, domain: str, token: str, count: int, lease_ms: int) -> list[Job] | None:
+        """Up to ``count`` due jobs under the ticket's lease; None when the lease is gone."""
+        reply = self._run("claim", claim_call(self.keys, domain, token, count, lease_ms))
+        if reply[0] == -1:
+            return None
+        return [
+            Job(
+                msg_id=_text(msg_id),
+                domain=domain,
+                sender=_text(sender),
+                smtputf8=_text(smtputf8) == "1",
+                attempts=int(attempts),
+                received_ms=int(received),
+                body=bytes(body),
+                recipients=sorted(_text(rcpt) for rcpt in rcpts),
+            )
+            for msg_id, sender, smtputf8, attempts, received, body, rcpts in reply[1:]
+        ]
+
+    def complete(
+        self, job: Job, token: str, outcome: Outcome, *, next_ms: int, events_maxlen: int,
+        event: dict[str, str | int],
+    ) -> bool:  # fmt: skip
+        """Record an attempt; False when the lease was lost (the attempt may be repeated)."""
+        call = complete_call(
+            self.keys, job.msg_id, job.domain, token, outcome,
+            next_ms=next_ms, events_maxlen=events_maxlen, event=event,
+        )  # fmt: skip
+        return bool(self._run("complete", call))
+
+    def renew(self, domain: str, token: str, lease_ms: int, members: list[str]) -> bool:
+        return bool(self._run("renew", renew_call(self.keys, domain, token, lease_ms, members)))
+
+    def release(self, domain: str, token: str) -> None:
+        self._run("release", release_call(self.keys, domain, token))
+
+    def accept(self, msg_id: str, envelope: Envelope, body: bytes) -> None:
+        """Enqueue a message of our own (a DSN) through the same accept script."""
+        self._run("accept", accept_call(self.keys, msg_id, envelope, body))
+
+    def now_ms(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    jobs: int
+    inflight: int
+    due_domains: int
+    oldest_age_s: float
+
+
+def queue_figures(store: Store) -> QueueFigures:
+    """The queue gauges, read in one round trip."""
+    keys = store.keys
+    now_ms = store.now_ms()
+    pipe = store.client.pipeline(transaction=False)
+    pipe.hget(keys.stats, "jobs")
+    pipe.zcard(keys.inflight)
+    pipe.zcount(keys.due, "-inf", now_ms)
+    pipe.zrange(keys.queue, 0, 0, withscores=True)
+    jobs, inflight, due, oldest = pipe.execute()
+    age = (now_ms - oldest[0][1]) / 1000 if oldest else 0.0
+    return QueueFigures(int(jobs or 0), int(inflight), int(due), max(0.0, age))
