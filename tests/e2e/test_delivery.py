@@ -23,6 +23,14 @@ def test_one_message_to_three_domains_makes_three_deliveries(fleet: Fleet) -> No
     assert first.data.startswith(b"Received: from client.test")
     assert [len(sink.messages) for sink in sinks] == [1, 1, 1]
     wait_until(fleet.spool_empty, timeout=10)
+    events = fleet.redis.client().xrange("mxf:events")
+    assert len(events) == 3  # one per attempt, one attempt per domain
+    fields = next(f for _, f in events if f[b"domain"] == b"d0.test")
+    assert fields[b"verdict"] == b"delivered"
+    assert fields[b"mx"] == b"mx1.d0.test"
+    assert fields[b"rcpts"] == b"a@d0.test,d@d0.test"
+    assert fields[b"reply"].startswith(b"250 ")
+    assert int(fields[b"duration_ms"]) >= 0
 
 
 def test_fifty_recipients_in_one_transaction(fleet: Fleet) -> None:

@@ -1,0 +1,113 @@
+"""The delivery scripts against a real Redis: leases, stale tickets, completion, reaping."""
+
+import redis
+
+from shared.keys import Keys
+from shared.message import new_queue_id
+from shared.spool import Envelope, Outcome
+from tests.servers.redis_server import RedisServer
+from tests.servers.spool_client import SpoolClient
+from tests.servers.wait import wait_until
+from workers.store import Store
+
+LIMITS = {"max_conn": 2, "lease_ms": 60_000, "hold_ms": 5_000, "batch": 10, "max_tickets": 100}
+
+
+def make_store(redis_server: RedisServer) -> Store:
+    return Store(redis.Redis(port=redis_server.port), "mxf:")
+
+
+def accept(store: Store, domain: str = "dest.test", rcpts: int = 1) -> str:
+    msg_id = new_queue_id()
+    envelope = Envelope(
+        sender="s@example.test",
+        recipients={domain: [f"r{n}@{domain}" for n in range(rcpts)]},
+    )
+    store.accept(msg_id, envelope, b"Subject: x\r\n\r\nbody\r\n")
+    return msg_id
+
+
+def event(msg_id: str) -> dict[str, str | int]:
+    return {"id": msg_id, "verdict": "test"}
+
+
+def test_dispatch_claim_complete_release(redis_server: RedisServer, spool: SpoolClient) -> None:
+    store = make_store(redis_server)
+    msg_id = accept(store, rcpts=2)
+    assert store.due_domains(10) == ["dest.test"]
+    assert store.dispatch("dest.test", "t1", **LIMITS)[0] == "issued"
+    jobs = store.claim("dest.test", "t1", 10, 60_000)
+    assert jobs is not None
+    (job,) = jobs
+    assert (job.msg_id, job.sender, job.recipients) == (
+        msg_id, "s@example.test", ["r0@dest.test", "r1@dest.test"]
+    )  # fmt: skip
+    assert job.body == b"Subject: x\r\n\r\nbody\r\n"
+    outcome = Outcome(delivered=job.recipients, last_reply="250 ok")
+    assert store.complete(job, "t1", outcome, next_ms=0, events_maxlen=1000, event=event(msg_id))
+    store.release("dest.test", "t1")
+    assert spool.keys(f"mxf:*{msg_id}*") == []
+    assert spool.hget("mxf:stats", "delivered") == b"2"
+    assert spool.hget("mxf:stats", "jobs") == b"0"
+    assert spool.zcard("mxf:queue") == 0
+
+
+def test_a_ticket_without_its_lease_does_nothing(
+    redis_server: RedisServer, spool: SpoolClient
+) -> None:
+    store = make_store(redis_server)
+    accept(store)
+    assert store.claim("dest.test", "never-issued", 10, 60_000) is None
+    assert spool.zcard("mxf:sched:dest.test") == 1  # untouched
+    assert spool.zcard("mxf:inflight") == 0
+
+
+def test_connection_slots_are_capped(redis_server: RedisServer, spool: SpoolClient) -> None:
+    store = make_store(redis_server)
+    for _ in range(30):
+        accept(store)
+    verdicts = [store.dispatch("dest.test", f"t{n}", **LIMITS)[0] for n in range(3)]
+    assert verdicts == ["issued", "issued", "full"]
+    store.release("dest.test", "t0")
+    assert store.dispatch("dest.test", "t3", **LIMITS)[0] == "issued"
+
+
+def test_completion_after_a_lost_lease_is_refused(
+    redis_server: RedisServer, spool: SpoolClient
+) -> None:
+    store = make_store(redis_server)
+    msg_id = accept(store)
+    store.dispatch("dest.test", "t1", **{**LIMITS, "lease_ms": 50})
+    jobs = store.claim("dest.test", "t1", 10, 50)
+    assert jobs
+    wait_until(lambda: store.reap() == 1, timeout=5)  # the worker is judged dead
+    assert spool.zscore("mxf:sched:dest.test", msg_id) is not None  # back in its schedule
+    outcome = Outcome(delivered=jobs[0].recipients)
+    assert not store.complete(jobs[0], "t1", outcome, next_ms=0, events_maxlen=1000, event={})
+    assert spool.hget("mxf:stats", "lease_lost") == b"1"
+    assert spool.exists(f"mxf:msg:{msg_id}") == 1  # still there for the next ticket
+
+
+def test_deferral_reschedules_and_records_an_event(
+    redis_server: RedisServer, spool: SpoolClient
+) -> None:
+    store = make_store(redis_server)
+    msg_id = accept(store, rcpts=2)
+    store.dispatch("dest.test", "t1", **LIMITS)
+    (job,) = store.claim("dest.test", "t1", 10, 60_000) or []
+    later = store.now_ms() + 60_000
+    outcome = Outcome(
+        delivered=["r0@dest.test"], deferred=["r1@dest.test"], last_reply="451 4.3.0 later"
+    )
+    assert store.complete(
+        job, "t1", outcome, next_ms=later, events_maxlen=1000, event=event(msg_id)
+    )
+    assert spool.smembers(f"mxf:rcpt:{msg_id}:dest.test") == {b"r1@dest.test"}
+    assert spool.zscore("mxf:sched:dest.test", msg_id) == later
+    assert spool.hget(f"mxf:job:{msg_id}:dest.test", "attempts") == b"1"
+    assert spool.hget(f"mxf:job:{msg_id}:dest.test", "last_reply") == b"451 4.3.0 later"
+    ((_, fields),) = spool.xrange(Keys().events)
+    assert fields[b"id"] == msg_id.encode()
+    assert fields[b"attempt"] == b"1"
+    store.release("dest.test", "t1")
+    assert store.dispatch("dest.test", "t2", **LIMITS)[0] == "later"
