@@ -168,3 +168,16 @@ def test_expiry_bounces(fleet: Fleet) -> None:
     assert "Status: 4." in text  # the last temporary reply, as Postfix reports expiry
     assert not sink.messages
     wait_until(fleet.spool_empty, timeout=10)
+
+
+def test_a_dsn_never_causes_another_dsn(fleet: Fleet) -> None:
+    refusal = Reply(550, "5.1.1", "No such user here")
+    fleet.sink("dest.test", "127.0.0.2", Behaviour(rcpt_default=refusal))
+    home = fleet.sink("example.test", "127.0.0.3", Behaviour(rcpt_default=refusal))
+    fleet.up()
+    fleet.send("sender@example.test", ["nobody@dest.test"], BODY)
+    # The original bounces; its DSN to the sender bounces too, and that ends it.
+    wait_until(lambda: int(fleet.client().hget("mxf:stats", "bounced") or 0) == 2, timeout=30)
+    wait_until(fleet.spool_empty, timeout=10)
+    assert not home.messages
+    assert fleet.client().hget("mxf:stats", "accepted") == b"2"  # the message and one DSN
