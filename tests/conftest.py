@@ -8,8 +8,8 @@ import pytest
 from tests.servers.dns_server import DnsServer
 from tests.servers.fleet import Fleet
 from tests.servers.ingress_process import IngressProcess
+from tests.servers.ports import free_port_on
 from tests.servers.redis_server import RedisServer, require_redis_server
-from tests.servers.smtp_sink import free_port_on
 from tests.servers.spool_client import SpoolClient
 
 StartIngress = Callable[..., IngressProcess]

@@ -20,6 +20,7 @@ import pytest
 
 from shared.replies import Reply
 from tests.servers.dns_server import DnsServer
+from tests.servers.ports import free_port_on
 from tests.servers.rawsmtp import RawSMTP
 from tests.servers.smtp_sink import (
     TEMPFAIL,
@@ -27,7 +28,6 @@ from tests.servers.smtp_sink import (
     TOO_MANY_MESSAGES,
     Behaviour,
     SmtpSink,
-    free_port_on,
 )
 from tests.servers.wait import wait_until
 

@@ -4,8 +4,8 @@ Owns a small ESMTP server (RFC 5321) that runs in the test process (one asyncio 
 thread per sink), answers as its :class:`Behaviour` says and records every transaction that
 reaches the end of DATA as a :class:`Transaction`. Several sinks share one port number on
 different loopback addresses, since mxfleet's delivery port is a single setting; a "down"
-MX host is an address from :func:`free_port_on` where no sink was started (connection
-refused).
+MX host is an address from :func:`tests.servers.ports.free_port_on` where no sink was
+started (connection refused).
 
 Not aiosmtpd, because a sink must misbehave where aiosmtpd has no hook: a delay before
 every reply, 421-and-close after K messages, knowing which connection carried which
@@ -28,14 +28,12 @@ are appended by the sink's thread; read their length or read them after ``wait_u
 
 import asyncio
 import contextlib
-import random
 import re
 import shutil
-import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +49,6 @@ NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 2920 §3
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")  # RFC 6531 §3.5
 MAX_LINE = 1 << 20  # a sink judges nothing, it only refuses to buffer without end
 _PATH = re.compile(r"(?i)(FROM|TO):\s*<([^>]*)>\s*(.*)")
-_PORTS = (20000, 32000)  # below Linux's ephemeral range, like tests/servers/ports.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +92,6 @@ class Transaction:
     @property
     def accepted(self) -> bool:
         return self.reply.code == 250
-
-
-def free_port_on(hosts: Sequence[str]) -> int:
-    """A TCP port free on every one of ``hosts`` (127.0.0.N addresses)."""
-    for _ in range(200):
-        port = random.randrange(*_PORTS)
-        if all(_bindable(host, port) for host in hosts):
-            return port
-    raise RuntimeError(f"no port free on all of {hosts}")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _lines(code: int, texts: list[str]) -> bytes:
