@@ -22,7 +22,7 @@ def test_one_message_to_three_domains_makes_three_deliveries(fleet: Fleet) -> No
     assert first.data.endswith(b"\r\n\r\nhello\r\n.starts with a dot\r\n")
     assert first.data.startswith(b"Received: from client.test")
     assert [len(sink.messages) for sink in sinks] == [1, 1, 1]
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
     events = fleet.redis.client().xrange("mxf:events")
     assert len(events) == 3  # one per attempt, one attempt per domain
     fields = next(f for _, f in events if f[b"domain"] == b"d0.test")
@@ -51,7 +51,7 @@ def test_many_messages_reuse_connections(fleet: Fleet) -> None:
         fleet.send("sender@example.test", [f"r{n}@bulk.test"], BODY)
     wait_until(lambda: len(sink.messages) == 40, timeout=60)
     assert sink.connections < 40
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
 
 
 def test_reject_bounces_to_the_sender(fleet: Fleet) -> None:
@@ -71,7 +71,7 @@ def test_reject_bounces_to_the_sender(fleet: Fleet) -> None:
     assert "Final-Recipient: rfc822; nobody@dest.test" in status
     assert "Diagnostic-Code: smtp; 550 5.1.1 No such user here" in status
     assert not dest.messages
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
 
 
 def test_tempfail_twice_then_delivered(fleet: Fleet) -> None:
@@ -81,7 +81,7 @@ def test_tempfail_twice_then_delivered(fleet: Fleet) -> None:
     wait_until(lambda: sink.messages, timeout=60)
     assert len(sink.transactions) == 3
     assert fleet.client().hget("mxf:stats", "deferred") == b"2"
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
 
 
 def test_null_mx_and_nxdomain_bounce(fleet: Fleet) -> None:
@@ -105,7 +105,7 @@ def test_servfail_defers_until_dns_answers(fleet: Fleet) -> None:
     fleet.dns.clear("later.test")
     sink = fleet.sink("later.test", "127.0.0.2")
     wait_until(lambda: sink.messages, timeout=30)
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
 
 
 def test_primary_down_goes_to_secondary(fleet: Fleet) -> None:
@@ -133,7 +133,7 @@ def test_421_mid_batch_the_rest_goes_on_a_new_connection(fleet: Fleet) -> None:
         fleet.send("sender@example.test", [f"r{n}@cut.test"], BODY)
     wait_until(lambda: len(sink.messages) == 10, timeout=60)
     assert sink.connections >= 4
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
 
 
 def test_starttls_to_a_tls_sink(fleet: Fleet) -> None:
@@ -167,7 +167,7 @@ def test_expiry_bounces(fleet: Fleet) -> None:
     assert "Action: failed" in text
     assert "Status: 4." in text  # the last temporary reply, as Postfix reports expiry
     assert not sink.messages
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
 
 
 def test_a_dsn_never_causes_another_dsn(fleet: Fleet) -> None:
@@ -178,6 +178,6 @@ def test_a_dsn_never_causes_another_dsn(fleet: Fleet) -> None:
     fleet.send("sender@example.test", ["nobody@dest.test"], BODY)
     # The original bounces; its DSN to the sender bounces too, and that ends it.
     wait_until(lambda: int(fleet.client().hget("mxf:stats", "bounced") or 0) == 2, timeout=30)
-    wait_until(fleet.spool_empty, timeout=10)
+    wait_until(fleet.spool_empty, timeout=20)
     assert not home.messages
     assert fleet.client().hget("mxf:stats", "accepted") == b"2"  # the message and one DSN

@@ -108,7 +108,7 @@ def test_delivery_through_a_real_postfix(
 
     try:
         wait_until(all_arrived, timeout=30)
-        wait_until(fleet.spool_empty, timeout=10)
+        wait_until(fleet.spool_empty, timeout=20)
     except AssertionError as failure:
         raise AssertionError(f"{failure}\n{fleet.logs()}\n== postfix\n{postfix.log()}") from None
 
@@ -146,7 +146,7 @@ def test_postfix_refusal_bounces_to_the_sender(
     fleet.send(SENDER, [f"nobody@{DOMAIN}"], body.encode())
     try:
         wait_until(lambda: home.messages, timeout=30)
-        wait_until(fleet.spool_empty, timeout=10)
+        wait_until(fleet.spool_empty, timeout=20)
     except AssertionError as failure:
         raise AssertionError(f"{failure}\n{fleet.logs()}\n== postfix\n{postfix.log()}") from None
 

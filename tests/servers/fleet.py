@@ -143,12 +143,13 @@ class Fleet:
         return self.redis.client()
 
     def spool_empty(self) -> bool:
-        """No message, job or lease left (global counters and the events stream may stay)."""
+        """No message, job, lease or due domain left: only the cluster's counters, its
+        events stream and the leader lock stay."""
         client = self.client()
         leftovers = [
             key
             for key in client.keys("mxf:*")
-            if not key.startswith((b"mxf:stats", b"mxf:events", b"mxf:leader", b"mxf:due"))
+            if key not in (b"mxf:stats", b"mxf:events", b"mxf:leader")
         ]
         return not leftovers
 
