@@ -2,6 +2,7 @@
 next MX host when a host does not answer or says 421 (RFC 5321 §5.1)."""
 
 import logging
+from dataclasses import replace
 
 from shared import log, metrics
 from shared.errors import MxfleetError
@@ -11,6 +12,7 @@ from workers.mx import Target
 from workers.smtp_client import SmtpClient
 from workers.smtp_connection import Timeouts
 from workers.smtp_errors import ConnectionLost
+from workers.smtp_transaction import Delivery, Outgoing
 
 logger = logging.getLogger("mxfleet.worker")
 
@@ -37,37 +39,56 @@ class Connector:
             return self.targets[self._index].host
         return None
 
-    def send(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool
-    ) -> dict[str, Reply]:
-        """One transaction; a reply for every recipient (a deferral when no host took it)."""
-        replies: dict[str, Reply] = {}
-        pending = list(recipients)
-        for _ in range(2):  # the transaction, and once more on a new connection if cut off
+    def send_many(self, items: list[Outgoing]) -> list[dict[str, Reply]]:
+        """Transactions in order, pipelined across messages (RFC 2920 §3.1); a reply for
+        every recipient of every item (a deferral for those no host took)."""
+        results: list[dict[str, Reply]] = [{} for _ in items]
+        pending = {index: list(item.recipients) for index, item in enumerate(items)}
+        todo = list(range(len(items)))
+        fruitless = 0
+        while todo and fruitless < 2:
             client = self._connect()
             if client is None:
                 break
+            room = self.settings.max_messages_per_connection - self._sent_on_client
+            now, later = todo[:room], todo[room:]
+            batch = [replace(items[i], recipients=pending[i]) for i in now]
             try:
-                delivery = client.send(sender, pending, body, smtputf8=smtputf8)
+                deliveries = client.send_many(batch)
             except ConnectionLost as exc:
-                # A new connection for the rest; a host that drops us twice in a row is
-                # given up for the next one.
+                done = min(len(exc.deliveries), len(now))
+                self._record(results, now, exc.deliveries)
+                todo = now[done:] + later
+                if todo and done < len(now):
+                    current = todo[0]
+                    results[current].update(exc.replies)
+                    pending[current] = [r for r in pending[current] if r in exc.pending]
+                    if exc.maybe_delivered:
+                        metrics.DELIVERY_MAYBE_DUPLICATED.inc(len(pending[current]))
+                    if not pending[current]:
+                        todo = todo[1:]
+                # A new connection for the rest; a host that drops us twice in a row
+                # without progress is given up for the next one.
                 self.last_failure = exc.reply
-                replies.update(exc.replies)
-                pending = [rcpt for rcpt in pending if rcpt in exc.pending]
-                if exc.maybe_delivered:
-                    metrics.DELIVERY_MAYBE_DUPLICATED.inc(len(pending))
+                fruitless = 0 if done else fruitless + 1
                 self._losses += 1
-                self._drop(next_host=self._losses >= 2)
+                self._drop(next_host=self._losses >= 2 and not done)
                 continue
+            self._record(results, now, deliveries)
+            self._sent_on_client += len(batch)
             self._losses = 0
-            self._sent_on_client += 1
-            replies.update(delivery.replies)
-            pending = []
-            break
-        for rcpt in pending:
-            replies[rcpt] = self.last_failure
-        return replies
+            todo = later
+        for index in todo:
+            for rcpt in pending[index]:
+                results[index].setdefault(rcpt, self.last_failure)
+        return results
+
+    @staticmethod
+    def _record(
+        results: list[dict[str, Reply]], indexes: list[int], deliveries: list[Delivery]
+    ) -> None:
+        for index, delivery in zip(indexes, deliveries, strict=False):
+            results[index].update(delivery.replies)
 
     def _connect(self) -> SmtpClient | None:
         if self._client is not None:

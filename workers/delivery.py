@@ -1,8 +1,9 @@
 """One ticket: claim a domain's due jobs, deliver them over one connection, record each.
 
-claim (lease) → MX route → SMTP (reused connection) → verdicts → DSN for bounces →
-complete (refused if the lease was lost) → next batch, until the time budget is spent or
-the domain has nothing due → release the connection slot.
+claim a batch (lease) → MX route → SMTP (one reused connection; the batch's transactions
+pipelined back to back, RFC 2920 §3.1) → verdicts per job → DSN for bounces → complete
+(refused if the lease was lost) → next batch, until the time budget is spent or the domain
+has nothing due → release the connection slot.
 """
 
 import logging
@@ -17,6 +18,7 @@ from workers.connector import Connector
 from workers.context import Context
 from workers.lease import LeaseKeeper
 from workers.outcome import decide, verdict_name
+from workers.smtp_transaction import Outgoing
 from workers.store import Job
 
 logger = logging.getLogger("mxfleet.worker")
@@ -38,8 +40,11 @@ def run_ticket(ctx: Context, domain: str, token: str) -> str:
         while jobs:
             keeper.hold(jobs)
             route = route or _route(ctx, domain)
-            for job in jobs:
-                attempt(ctx, job, token, route)
+            started = time.monotonic()
+            replies, mx = _send_batch(ctx, route, jobs)
+            elapsed = (time.monotonic() - started) / len(jobs)
+            for job, job_replies in zip(jobs, replies, strict=True):
+                record(ctx, job, token, job_replies, mx, elapsed)
                 keeper.drop(job)
             if keeper.lost or time.monotonic() > deadline:
                 break
@@ -70,19 +75,31 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def attempt(ctx: Context, job: Job, token: str, route: Connector | Reply) -> None:
-    """One attempt of one job: send, decide, bounce what failed, record it all."""
-    s = ctx.settings
-    started = time.monotonic()
+def _send_batch(
+    ctx: Context, route: Connector | Reply, jobs: list[Job]
+) -> tuple[list[dict[str, Reply]], str | None]:
+    """Replies per job for one batch: one pipelined run over the connection."""
     if isinstance(route, Reply):
-        replies = dict.fromkeys(job.recipients, route)
-        mx = None
-    else:
-        replies = {}
-        for chunk in _chunks(job.recipients, s.max_recipients_per_transaction):
-            replies.update(route.send(job.sender, chunk, job.body, smtputf8=job.smtputf8))
-        mx = route.host
-    elapsed = time.monotonic() - started
+        return [dict.fromkeys(job.recipients, route) for job in jobs], None
+    size = ctx.settings.max_recipients_per_transaction
+    items: list[Outgoing] = []
+    owners: list[int] = []
+    for index, job in enumerate(jobs):
+        for chunk in _chunks(job.recipients, size):
+            items.append(Outgoing(job.sender, chunk, job.body, smtputf8=job.smtputf8))
+            owners.append(index)
+    replies: list[dict[str, Reply]] = [{} for _ in jobs]
+    for owner, result in zip(owners, route.send_many(items), strict=True):
+        replies[owner].update(result)
+    return replies, route.host
+
+
+def record(
+    ctx: Context, job: Job, token: str, replies: dict[str, Reply], mx: str | None,
+    elapsed: float,
+) -> None:  # fmt: skip
+    """Decide one job's attempt from its replies, bounce what failed, record it all."""
+    s = ctx.settings
     now_ms = int(time.time() * 1000)
     verdicts = decide(replies, expired=retry.expired(job.received_ms, now_ms, s.max_age))
     outcome = verdicts.outcome

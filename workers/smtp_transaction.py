@@ -5,15 +5,30 @@ reply that ends the transaction for the accepted ones (DATA refused, or the repl
 final "."). A MAIL refusal decides everyone.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shared.replies import Reply
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for ``SmtpClient.send_many``: the arguments of ``SmtpClient.send``.
+
+    ``body``: CRLF lines, not dot-stuffed. ``smtputf8``: the message needs SMTPUTF8 (also
+    implied by a non-ASCII address). ``body_8bit``: declare BODY=8BITMIME when offered.
+    """
+
+    sender: str
+    recipients: Sequence[str]
+    body: bytes
+    smtputf8: bool = False
+    body_8bit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
-    """The outcome of ``SmtpClient.send``.
+    """The outcome of ``SmtpClient.send`` (one per message of ``send_many``).
 
     ``replies``: per recipient (in the order given, duplicates merged) the reply that decides
     it: 2xx delivered, 4xx defer, 5xx bounce (``Reply.is_transient`` / ``is_permanent``).
