@@ -2,6 +2,7 @@
 next MX host when a host does not answer or says 421 (RFC 5321 §5.1)."""
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from shared import log, metrics
@@ -17,6 +18,7 @@ from workers.smtp_transaction import Delivery, Outgoing
 logger = logging.getLogger("mxfleet.worker")
 
 NO_HOST_ANSWERED = Reply(451, "4.4.1", "No mail exchanger answered")
+Replies = dict[str, Reply]
 
 
 class Connector:
@@ -39,10 +41,11 @@ class Connector:
             return self.targets[self._index].host
         return None
 
-    def send_many(self, items: list[Outgoing]) -> list[dict[str, Reply]]:
-        """Transactions in order, pipelined across messages (RFC 2920 §3.1); a reply for
-        every recipient of every item (a deferral for those no host took)."""
-        results: list[dict[str, Reply]] = [{} for _ in items]
+    def send_many(self, items: list[Outgoing], on_done: Callable[[int, Replies], None]) -> None:
+        """Transactions in order, pipelined across messages (RFC 2920 §3.1). ``on_done(i,
+        replies)`` gets a reply for every recipient of item i as soon as all are final (a
+        deferral for those no host took), so the caller can record it at once."""
+        results: list[Replies] = [{} for _ in items]
         pending = {index: list(item.recipients) for index, item in enumerate(items)}
         todo = list(range(len(items)))
         fruitless = 0
@@ -50,45 +53,52 @@ class Connector:
             client = self._connect()
             if client is None:
                 break
-            room = self.settings.max_messages_per_connection - self._sent_on_client
-            now, later = todo[:room], todo[room:]
+            now, later = todo[: max(1, self._room())], todo[max(1, self._room()) :]
             batch = [replace(items[i], recipients=pending[i]) for i in now]
+
+            def finished(k: int, delivery: Delivery, now: list[int] = now) -> None:
+                results[now[k]].update(delivery.replies)
+                on_done(now[k], results[now[k]])
+
             try:
-                deliveries = client.send_many(batch)
+                client.send_many(batch, finished)
             except ConnectionLost as exc:
-                done = min(len(exc.deliveries), len(now))
-                self._record(results, now, exc.deliveries)
-                todo = now[done:] + later
-                if todo and done < len(now):
-                    current = todo[0]
-                    results[current].update(exc.replies)
-                    pending[current] = [r for r in pending[current] if r in exc.pending]
-                    if exc.maybe_delivered:
-                        metrics.DELIVERY_MAYBE_DUPLICATED.inc(len(pending[current]))
-                    if not pending[current]:
-                        todo = todo[1:]
-                # A new connection for the rest; a host that drops us twice in a row
-                # without progress is given up for the next one.
-                self.last_failure = exc.reply
-                fruitless = 0 if done else fruitless + 1
-                self._losses += 1
-                self._drop(next_host=self._losses >= 2 and not done)
+                todo = self._resume(exc, now, later, results, pending, on_done)
+                fruitless = 0 if exc.deliveries else fruitless + 1
                 continue
-            self._record(results, now, deliveries)
             self._sent_on_client += len(batch)
             self._losses = 0
             todo = later
         for index in todo:
             for rcpt in pending[index]:
                 results[index].setdefault(rcpt, self.last_failure)
-        return results
+            on_done(index, results[index])
 
-    @staticmethod
-    def _record(
-        results: list[dict[str, Reply]], indexes: list[int], deliveries: list[Delivery]
-    ) -> None:
-        for index, delivery in zip(indexes, deliveries, strict=False):
-            results[index].update(delivery.replies)
+    def _room(self) -> int:
+        return self.settings.max_messages_per_connection - self._sent_on_client
+
+    def _resume(
+        self, exc: ConnectionLost, now: list[int], later: list[int], results: list[Replies],
+        pending: dict[int, list[str]], on_done: Callable[[int, Replies], None],
+    ) -> list[int]:  # fmt: skip
+        """After a lost connection: what is left to send (the interrupted item first)."""
+        done = min(len(exc.deliveries), len(now))
+        todo = now[done:] + later
+        if done < len(now):
+            current = todo[0]
+            results[current].update(exc.replies)
+            pending[current] = [r for r in pending[current] if r in exc.pending]
+            if exc.maybe_delivered:
+                metrics.DELIVERY_MAYBE_DUPLICATED.inc(len(pending[current]))
+            if not pending[current]:
+                on_done(current, results[current])
+                todo = todo[1:]
+        # A new connection for the rest; a host that drops us twice in a row without
+        # progress is given up for the next one.
+        self.last_failure = exc.reply
+        self._losses += 1
+        self._drop(next_host=self._losses >= 2 and not done)
+        return todo
 
     def _connect(self) -> SmtpClient | None:
         if self._client is not None:

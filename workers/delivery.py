@@ -40,12 +40,7 @@ def run_ticket(ctx: Context, domain: str, token: str) -> str:
         while jobs:
             keeper.hold(jobs)
             route = route or _route(ctx, domain)
-            started = time.monotonic()
-            replies, mx = _send_batch(ctx, route, jobs)
-            elapsed = (time.monotonic() - started) / len(jobs)
-            for job, job_replies in zip(jobs, replies, strict=True):
-                record(ctx, job, token, job_replies, mx, elapsed)
-                keeper.drop(job)
+            _deliver_batch(ctx, route, jobs, token, keeper)
             if keeper.lost or time.monotonic() > deadline:
                 break
             jobs = ctx.store.claim(domain, token, s.batch_size, lease_ms)
@@ -75,12 +70,17 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def _send_batch(
-    ctx: Context, route: Connector | Reply, jobs: list[Job]
-) -> tuple[list[dict[str, Reply]], str | None]:
-    """Replies per job for one batch: one pipelined run over the connection."""
+def _deliver_batch(
+    ctx: Context, route: Connector | Reply, jobs: list[Job], token: str, keeper: LeaseKeeper
+) -> None:
+    """Send a batch over the connection, recording each job the moment its last
+    transaction is answered (the duplicate window stays one message wide)."""
+    started = time.monotonic()
     if isinstance(route, Reply):
-        return [dict.fromkeys(job.recipients, route) for job in jobs], None
+        for job in jobs:
+            record(ctx, job, token, dict.fromkeys(job.recipients, route), None, 0.0)
+            keeper.drop(job)
+        return
     size = ctx.settings.max_recipients_per_transaction
     items: list[Outgoing] = []
     owners: list[int] = []
@@ -89,9 +89,20 @@ def _send_batch(
             items.append(Outgoing(job.sender, chunk, job.body, smtputf8=job.smtputf8))
             owners.append(index)
     replies: list[dict[str, Reply]] = [{} for _ in jobs]
-    for owner, result in zip(owners, route.send_many(items), strict=True):
+    left = [owners.count(index) for index in range(len(jobs))]
+
+    def done(item: int, result: dict[str, Reply]) -> None:
+        nonlocal started
+        owner = owners[item]
         replies[owner].update(result)
-    return replies, route.host
+        left[owner] -= 1
+        if left[owner] == 0:
+            now = time.monotonic()
+            record(ctx, jobs[owner], token, replies[owner], route.host, now - started)
+            keeper.drop(jobs[owner])
+            started = now
+
+    route.send_many(items, done)
 
 
 def record(

@@ -25,7 +25,7 @@ Choices worth knowing:
   to "." is read before the envelope replies: N messages cost N + 1 round trips, not 2N.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shared.replies import Reply
 from workers import smtp_wire
@@ -78,7 +78,11 @@ class SmtpClient(SmtpConnection):
             raise
         return txn.delivery(final)
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[Delivery]:
+    def send_many(
+        self,
+        messages: Sequence[Outgoing],
+        on_delivery: Callable[[int, Delivery], None] | None = None,
+    ) -> list[Delivery]:
         """:meth:`send` for each message in turn, with fewer round trips; the same verdicts.
 
         With PIPELINING, message i's data goes in the same write as message i+1's envelope
@@ -86,8 +90,12 @@ class SmtpClient(SmtpConnection):
         one message's refusal never changes another's outcome. Without PIPELINING it is a
         loop over :meth:`send`. Raises :class:`ConnectionLost` whose ``deliveries`` are the
         messages finished before the loss (see :mod:`workers.smtp_errors`).
+
+        ``on_delivery(i, delivery)`` is called as soon as message i's verdict is final, before
+        the next message's data goes out, so a caller can record it at once and keep the
+        duplicate window at one message (DESIGN invariant 3).
         """
-        deliveries: list[Delivery] = []
+        deliveries: list[Delivery] = _Reporting(on_delivery)
         try:
             if self.extensions.pipelining and not self.closed:
                 self._send_overlapped(messages, deliveries)
@@ -271,3 +279,16 @@ def _describe(exc: ConnectionLost, txn: Transaction) -> None:
     """Fill ``exc`` in with ``txn``, the transaction the loss interrupted."""
     exc.pending, exc.replies = txn.pending(), dict(txn.replies)
     exc.maybe_delivered = txn.data_sent
+
+
+class _Reporting(list[Delivery]):
+    """The deliveries of a batch, each reported to a callback when appended."""
+
+    def __init__(self, callback: Callable[[int, Delivery], None] | None) -> None:
+        super().__init__()
+        self._callback = callback
+
+    def append(self, delivery: Delivery) -> None:
+        super().append(delivery)
+        if self._callback is not None:
+            self._callback(len(self) - 1, delivery)

@@ -309,3 +309,21 @@ def test_loss_awaiting_the_dot_reply_may_have_delivered(start_sink: StartSink) -
     assert (lost.pending, lost.replies) == (("r2@b.test",), {"x@b.test": REFUSED})
     assert lost.maybe_delivered  # RFC 5321 §6.1: its "." went out, the reply never came
     assert client.closed
+
+
+def test_each_verdict_is_reported_before_the_next_data_is_sent(start_sink: StartSink) -> None:
+    """The callback sees message i final while the sink has not yet received message i+1,
+    so a caller records each verdict within one message of the server's 250."""
+    sink = start_sink()
+    messages = [message(n) for n in range(10)]
+    seen: list[tuple[int, int, int]] = []
+
+    def report(index: int, delivery: Delivery) -> None:
+        seen.append((index, delivery.final.code, len(sink.messages)))
+
+    with connect(sink.host, sink.port) as client:
+        deliveries = client.send_many(messages, report)
+    assert [(i, code) for i, code, _ in seen] == [(n, 250) for n in range(10)]
+    assert [d.final.code for d in deliveries] == [250] * 10
+    # When message i is reported, the sink holds messages 0..i and no more.
+    assert all(received == index + 1 for index, _, received in seen)
