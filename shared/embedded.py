@@ -34,21 +34,21 @@ def redis_server_binary() -> str:
     return binary
 
 
-_LOW, _HIGH = 20000, 32000  # below Linux's ephemeral range (ip_local_port_range 32768-)
+PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range (ip_local_port_range 32768-)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free on ``host`` now, taken below the range the kernel gives client sockets,
     so no outgoing connection can grab it before the server binds it."""
     for _ in range(200):
-        port = random.randrange(_LOW, _HIGH)  # noqa: S311 -- not a secret
+        port = random.randrange(*PORT_RANGE)  # noqa: S311 -- not a secret
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
             return port
-    raise EmbeddedRedisError(f"no free port in {_LOW}-{_HIGH} on {host}")
+    raise EmbeddedRedisError(f"no free port in {PORT_RANGE} on {host}")
 
 
 class EmbeddedRedis:

@@ -112,8 +112,7 @@ def record(
     """Decide one job's attempt from its replies, bounce what failed, record it all."""
     s = ctx.settings
     now_ms = int(time.time() * 1000)
-    verdicts = decide(replies, expired=retry.expired(job.received_ms, now_ms, s.max_age))
-    outcome = verdicts.outcome
+    outcome = decide(replies, expired=retry.expired(job.received_ms, now_ms, s.max_age))
     if outcome.bounced:
         enqueue_dsn(ctx, job, {rcpt: replies[rcpt] for rcpt in outcome.bounced}, mx)
     delay = retry.backoff(job.attempts + 1, s.retry_base, s.retry_cap)

@@ -6,25 +6,12 @@
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from shared.replies import Reply
 from shared.spool import Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class Verdicts:
-    """An attempt's verdicts with the reply behind each recipient's."""
-
-    outcome: Outcome
-    replies: Mapping[str, Reply]
-
-    @property
-    def bounced(self) -> list[str]:
-        return self.outcome.bounced
-
-
-def decide(replies: Mapping[str, Reply], *, expired: bool) -> Verdicts:
+def decide(replies: Mapping[str, Reply], *, expired: bool) -> Outcome:
     """Sort recipients by their reply; deferrals become bounces when the message expired."""
     delivered, deferred, bounced = [], [], []
     for rcpt, reply in replies.items():
@@ -35,7 +22,7 @@ def decide(replies: Mapping[str, Reply], *, expired: bool) -> Verdicts:
         else:
             bounced.append(rcpt)
     last = summary(replies.values())
-    return Verdicts(Outcome(delivered, deferred, bounced, last), replies)
+    return Outcome(delivered, deferred, bounced, last)
 
 
 def summary(replies: Iterable[Reply]) -> str:

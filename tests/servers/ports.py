@@ -10,7 +10,9 @@ import random
 import socket
 from collections.abc import Sequence
 
-_LOW, _HIGH = 20000, 32000  # below Linux's default ip_local_port_range (32768-60999)
+from shared.embedded import PORT_RANGE
+
+_LOW, _HIGH = PORT_RANGE  # below Linux's default ip_local_port_range (32768-60999)
 
 
 def bindable(host: str, port: int) -> bool:
