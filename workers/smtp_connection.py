@@ -11,6 +11,11 @@ Postfix does at security level "may"), "required" (no STARTTLS or a failed hands
 :class:`TlsFailed`), "verify" (also the chain and ``mx_name``; system CAs unless
 ``tls_context``), "off".
 
+SMTP AUTH (RFC 4954) with ``auth`` credentials, after the EHLO that follows STARTTLS, by
+:mod:`workers.smtp_auth`: never without TLS (the opportunistic fallback to cleartext is
+skipped, there is nothing to gain from it), and every failure is a transient
+:class:`ConnectFailed` (:class:`TlsFailed` for missing TLS) so that mail waits for the fix.
+
 Timeouts (RFC 5321 §4.5.3.2) bound each wait for bytes of a reply and each ``sendall``
 (the data goes in chunks of ``CHUNK`` bytes: §4.5.3.2.5 says "each TCP SEND call").
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, Self
 
 from shared.replies import Reply
-from workers import smtp_wire
+from workers import smtp_auth, smtp_wire
 from workers.smtp_errors import ConnectFailed, ConnectionLost, SessionTimeout, TlsFailed
 
 TlsMode = Literal["opportunistic", "required", "verify", "off"]
@@ -36,7 +41,7 @@ class Timeouts:
 
     connect: float = 30.0  # not in the RFC
     greeting: float = 300.0  # §4.5.3.2.1 initial 220
-    command: float = 300.0  # EHLO/HELO/STARTTLS/RSET: the server's own 5 min (§4.5.3.2.7)
+    command: float = 300.0  # EHLO/HELO/STARTTLS/AUTH/RSET: the server's 5 min (§4.5.3.2.7)
     mail: float = 300.0  # §4.5.3.2.2
     rcpt: float = 300.0  # §4.5.3.2.3
     data_init: float = 120.0  # §4.5.3.2.4
@@ -63,8 +68,9 @@ class SmtpConnection:
     """An established SMTP session (greeting and EHLO done); build it with :meth:`connect`.
 
     Observability: ``mx_name``, ``address``, ``port``, ``greeting``, ``extensions``,
-    ``esmtp``, ``tls_version`` (None in cleartext), ``transactions`` (MAIL commands sent),
-    ``delivered`` (transactions whose data got a 2xx), ``closed``.
+    ``esmtp``, ``tls_version`` (None in cleartext), ``auth_mechanism`` (None without AUTH),
+    ``transactions`` (MAIL commands sent), ``delivered`` (transactions whose data got a
+    2xx), ``closed``.
     """
 
     def __init__(
@@ -80,6 +86,8 @@ class SmtpConnection:
         self.extensions = smtp_wire.Extensions()
         self.esmtp = False
         self.tls_version: str | None = None
+        self.auth_mechanism: smtp_auth.Mechanism | None = None
+        self._ehlo_reply: Reply | None = None
         self.transactions = 0
         self.delivered = 0
         self.closed = False
@@ -96,16 +104,23 @@ class SmtpConnection:
         timeouts: Timeouts = Timeouts(),  # frozen: sharing is safe
         source: str | None = None,
         tls_context: ssl.SSLContext | None = None,
+        auth: smtp_auth.Credentials | None = None,
     ) -> Self:
-        """Connect, read the greeting, EHLO (HELO on 5xx), STARTTLS per ``tls``, EHLO again.
+        """Connect, read the greeting, EHLO (HELO on 5xx), STARTTLS per ``tls``, EHLO again,
+        then AUTH with ``auth`` when given.
 
-        Raises :class:`ConnectFailed` (:class:`TlsFailed` for an unmet TLS policy).
-        ``tls_context`` replaces the built-in context (e.g. one trusting a test CA).
+        Raises :class:`ConnectFailed` (:class:`TlsFailed` for an unmet TLS policy, or for
+        ``auth`` without TLS). ``tls_context`` replaces the built-in context (e.g. one
+        trusting a test CA).
         """
         try:
-            return cls._open(address, port, mx_name, helo, tls, timeouts, source, tls_context)
-        except _PlaintextFallback:
-            return cls._open(address, port, mx_name, helo, "off", timeouts, source, None)
+            return cls._open(address, port, mx_name, helo, tls, timeouts, source, tls_context, auth)
+        except _PlaintextFallback as exc:
+            if auth is not None:  # cleartext could not authenticate: say why now
+                reply = smtp_auth.NEEDS_TLS
+                reply = reply.with_text(f"{reply.text} (TLS handshake failed: {exc.__cause__})")
+                raise TlsFailed(f"{mx_name}[{address}]:{port}: {reply}", reply) from exc
+            return cls._open(address, port, mx_name, helo, "off", timeouts, source, None, None)
 
     @classmethod
     def _open(
@@ -118,6 +133,7 @@ class SmtpConnection:
         timeouts: Timeouts,
         source: str | None,
         tls_context: ssl.SSLContext | None,
+        auth: smtp_auth.Credentials | None,
     ) -> Self:
         where = f"{mx_name}[{address}]:{port}"
         try:
@@ -129,14 +145,20 @@ class SmtpConnection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = cls(sock, address=address, port=port, mx_name=mx_name, timeouts=timeouts)
         try:
-            client._start(helo, tls, tls_context)
+            client._start(helo, tls, tls_context, auth)
         except BaseException:
             client._shutdown()
             raise
         client._established = True
         return client
 
-    def _start(self, helo: str, tls: TlsMode, tls_context: ssl.SSLContext | None) -> None:
+    def _start(
+        self,
+        helo: str,
+        tls: TlsMode,
+        tls_context: ssl.SSLContext | None,
+        auth: smtp_auth.Credentials | None,
+    ) -> None:
         self.greeting = self._read(self.timeouts.greeting)
         if self.greeting.code != 220:
             self._send_quietly(b"QUIT\r\n")  # §3.1: after a 554 greeting the client QUITs
@@ -144,16 +166,20 @@ class SmtpConnection:
         self._hello(helo)
         if tls != "off":
             self._starttls(helo, tls, tls_context)
+        if auth is not None:
+            self._authenticate(auth, tls)
 
     def _hello(self, helo: str) -> None:
         reply = self._command(f"EHLO {helo}\r\n".encode("ascii"), self.timeouts.command)
         if reply.code == 250:
             self.esmtp, self.extensions = True, smtp_wire.parse_ehlo(reply)
+            self._ehlo_reply = reply
             return
         if reply.is_permanent:  # §3.2: a server that refuses EHLO may still speak HELO
             reply = self._command(f"HELO {helo}\r\n".encode("ascii"), self.timeouts.command)
             if reply.code == 250:
                 self.esmtp, self.extensions = False, smtp_wire.Extensions()
+                self._ehlo_reply = None
                 return
         raise self._failure(reply)
 
@@ -181,6 +207,25 @@ class SmtpConnection:
             raise self._failure(reply.with_text(f"{reply.text}: {exc}"), TlsFailed) from exc
         self._sock, self.tls_version = tls_sock, tls_sock.version()
         self._hello(helo)  # RFC 3207 §4.2: forget the cleartext EHLO, ask again
+
+    def _authenticate(self, credentials: smtp_auth.Credentials, tls: TlsMode) -> None:
+        """RFC 4954 with the EHLO reply in force; PLAIN and LOGIN only ever over TLS."""
+        if not self.tls_active:
+            why = "tls is off" if tls == "off" else "the server offers no STARTTLS"
+            if tls != "off" and self.extensions.starttls:  # opportunistic, refused (RFC 3207 §4)
+                why = "the server refused STARTTLS"
+            reply = smtp_auth.NEEDS_TLS.with_text(f"{smtp_auth.NEEDS_TLS.text} ({why})")
+            self._send_quietly(b"QUIT\r\n")
+            raise self._failure(reply, TlsFailed)
+        try:
+            self.auth_mechanism = smtp_auth.authenticate(
+                lambda line: self._command(line, self.timeouts.command),
+                self._ehlo_reply,
+                credentials,
+            )
+        except smtp_auth.AuthFailed as exc:
+            self._send_quietly(b"QUIT\r\n")  # the session is fine, only useless to us
+            raise self._failure(exc.reply) from None
 
     def close(self) -> None:
         """QUIT (best effort, RFC 5321 §4.1.1.10) and close; safe to call twice."""

@@ -4,6 +4,8 @@ DNS is checked with dnspython's resolver and raw queries, the sinks with smtplib
 well-behaved client does) and RawSMTP (exact bytes, pipelining).
 """
 
+import base64
+import contextlib
 import smtplib
 import socket
 import time
@@ -360,3 +362,120 @@ def test_many_messages_stay_fast(start_sink: StartSink) -> None:
     assert codes.count(250) == 3 * count
     assert len(sink.wait_for(count)) == count
     assert time.monotonic() - started < 5
+
+
+# --- SMTP sinks: AUTH (RFC 4954), timing and concurrency records
+
+USERS = {"u@x.test": "pa:ss"}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def tls_ehlo(client: RawSMTP, sink: SmtpSink) -> list[str]:
+    """EHLO, STARTTLS with the sink's CA, EHLO again: the keywords offered under TLS."""
+    assert sink.certificates is not None
+    assert client.cmd("EHLO client.test")[0] == 250
+    assert client.cmd("STARTTLS")[0] == 220
+    client.starttls(sink.certificates.client_context())
+    code, text = client.cmd("EHLO client.test")
+    assert code == 250
+    return text.split("\n")[1:]
+
+
+def test_auth_only_after_starttls_then_mail(start_sink: StartSink) -> None:
+    sink = start_sink(MX1, 0, Behaviour(auth=USERS))  # auth implies STARTTLS
+    with RawSMTP(MX1, sink.port) as client:
+        code, text = client.cmd("EHLO client.test")
+        assert code == 250
+        assert "STARTTLS" in text.split("\n")
+        assert not any(line.startswith("AUTH") for line in text.split("\n"))
+        assert client.cmd("AUTH PLAIN " + b64("\0u@x.test\0pa:ss"))[0] == 538
+        assert client.cmd("MAIL FROM:<a@x.test>") == (530, "5.7.0 Authentication required")
+        assert client.cmd("RSET")[0] == 250
+        keywords = tls_ehlo(client, sink)
+        assert "AUTH PLAIN LOGIN" in keywords
+        assert "STARTTLS" not in keywords
+        assert client.cmd("MAIL FROM:<a@x.test>")[0] == 530
+        assert client.cmd("AUTH PLAIN " + b64("\0u@x.test\0wrong"))[0] == 535
+        assert client.cmd("AUTH PLAIN " + b64("\0nobody@x.test\0pa:ss"))[0] == 535
+        assert client.cmd("AUTH CRAM-MD5")[0] == 504
+        assert client.cmd("AUTH LOGIN") == (334, "VXNlcm5hbWU6")  # "Username:"
+        assert client.cmd(b64("u@x.test")) == (334, "UGFzc3dvcmQ6")  # "Password:"
+        assert client.cmd(b64("pa:ss")) == (235, "2.7.0 Authentication successful")
+        assert client.cmd("AUTH PLAIN " + b64("\0u@x.test\0pa:ss"))[0] == 503
+        assert client.transaction("a@x.test", ["b@y.test"], MESSAGE, ehlo=False)[0] == 250
+    (message,) = sink.wait_for(1)
+    assert (message.auth_user, message.tls) == ("u@x.test", True)
+    assert sink.auth_attempts == 6
+
+
+def test_auth_continuations_cancel_and_smtplib(start_sink: StartSink) -> None:
+    sink = start_sink(MX1, 0, Behaviour(auth=USERS))
+    with RawSMTP(MX1, sink.port) as client:
+        tls_ehlo(client, sink)
+        assert client.cmd("AUTH PLAIN") == (334, "")
+        assert client.cmd("*")[0] == 501  # RFC 4954 §4: cancelled
+        assert client.cmd("AUTH LOGIN " + b64("u@x.test")) == (334, "UGFzc3dvcmQ6")
+        assert client.cmd("not base64!")[0] == 501
+        assert client.cmd("AUTH PLAIN " + b64("other@x.test\0u@x.test\0pa:ss"))[0] == 535
+        assert client.cmd("AUTH PLAIN") == (334, "")
+        assert client.cmd(b64("u@x.test\0u@x.test\0pa:ss"))[0] == 235  # authzid = authcid
+    assert sink.certificates is not None
+    with smtplib.SMTP(MX1, sink.port) as smtp:
+        smtp.starttls(context=sink.certificates.client_context())
+        assert smtp.login("u@x.test", "pa:ss")[0] == 235
+        smtp.sendmail("a@x.test", ["b@y.test"], MESSAGE)
+    assert [m.auth_user for m in sink.wait_for(1)] == ["u@x.test"]
+    assert sink.auth_attempts == 5
+
+
+def test_auth_variants(start_sink: StartSink) -> None:
+    sink = start_sink(MX1, 0, Behaviour(auth=USERS, auth_cleartext=True))
+    with RawSMTP(MX1, sink.port) as client:  # a misconfigured server: AUTH in cleartext
+        code, text = client.cmd("EHLO client.test")
+        assert code == 250
+        assert {"STARTTLS", "AUTH PLAIN LOGIN"} <= set(text.split("\n"))
+        assert client.cmd("AUTH PLAIN " + b64("\0u@x.test\0pa:ss"))[0] == 235
+        assert client.transaction("a@x.test", ["b@y.test"], MESSAGE, ehlo=False)[0] == 250
+    assert [(m.auth_user, m.tls) for m in sink.wait_for(1)] == [("u@x.test", False)]
+    sink.behaviour = Behaviour(auth=USERS, auth_mechanisms=("LOGIN",))
+    with RawSMTP(MX1, sink.port) as client:
+        assert "AUTH LOGIN" in tls_ehlo(client, sink)
+        assert client.cmd("AUTH PLAIN " + b64("\0u@x.test\0pa:ss"))[0] == 504
+    sink.behaviour = Behaviour()  # no auth: AUTH is not implemented, MAIL needs none
+    with RawSMTP(MX1, sink.port) as client:
+        assert client.cmd("EHLO client.test")[0] == 250
+        assert client.cmd("AUTH PLAIN " + b64("\0u@x.test\0pa:ss"))[0] == 502
+        assert client.transaction("a@x.test", ["b@y.test"], MESSAGE, ehlo=False)[0] == 250
+    assert sink.wait_for(2)[1].auth_user == ""
+    assert sink.auth_attempts == 3
+
+
+def test_open_connections_and_their_high_water_mark(start_sink: StartSink) -> None:
+    sink = start_sink(MX1, 0)
+    assert (sink.open_connections, sink.max_open_connections) == (0, 0)
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(RawSMTP(MX1, sink.port)) for _ in range(3)]
+        # each greeting was read: the sink counted its connection before sending it
+        assert (sink.open_connections, sink.max_open_connections) == (3, 3)
+        for client in clients[:2]:
+            assert client.cmd("QUIT")[0] == 221
+        wait_until(lambda: sink.open_connections == 1)
+        stack.enter_context(RawSMTP(MX1, sink.port))
+        assert (sink.open_connections, sink.max_open_connections) == (2, 3)
+    wait_until(lambda: sink.open_connections == 0)
+    assert (sink.connections, sink.max_open_connections) == (4, 3)
+
+
+def test_received_at_is_when_the_final_dot_arrived(start_sink: StartSink) -> None:
+    sink = start_sink(MX1, 0, Behaviour(delay=0.1))  # every reply comes 0.1 s late
+    with RawSMTP(MX1, sink.port) as client:
+        assert client.cmd("EHLO client.test")[0] == 250
+        before = time.monotonic()
+        assert client.transaction("a@x.test", ["b@y.test"], MESSAGE, ehlo=False)[0] == 250
+        after = time.monotonic()
+    (message,) = sink.wait_for(1)
+    # MAIL, RCPT and DATA were answered (0.1 s each) before the dot went; its reply was late
+    assert before + 0.3 <= message.received_at <= after - 0.1

@@ -17,22 +17,37 @@ bare LFs included. MAIL parameters are accepted only for advertised extensions (
 §4.1.1.11); a non-ASCII address needs MAIL ... SMTPUTF8 (else 553 5.6.7, RFC 6531 §3.5).
 Anything pipelined behind STARTTLS is discarded (RFC 3207 §4.2, CVE-2011-0411).
 
+SMTP AUTH (RFC 4954) when ``Behaviour.auth`` names users: the sink wants TLS first, so
+``auth`` implies STARTTLS (offered, and certificates made, even without ``starttls``) and
+``AUTH PLAIN LOGIN`` is advertised and accepted only once TLS is active (else 538 5.7.11;
+``auth_cleartext`` lifts that, as a misconfigured server would; ``auth_mechanisms`` narrows
+or changes what is advertised, only PLAIN and LOGIN work). PLAIN (RFC 4616) takes an
+initial response or a 334 continuation, LOGIN asks "Username:" then "Password:"; success is
+235 2.7.0, a wrong user or password 535 5.7.8, ``*`` 501 5.7.0, a second AUTH 503, and MAIL
+before a successful AUTH 530 5.7.0; without ``auth``, AUTH gets 502. STARTTLS forgets an AUTH
+made before it (RFC 3207 §4.2).
+
 Pipelining detection is best effort: a transaction counts as pipelined when, as the sink
 answers MAIL or a RCPT, the client's next command has already arrived. A pipelining
 client on loopback is seen; one whose commands straggle in separate packets may not be.
 
-Records (``messages``, ``transactions``, ``transactions_per_connection``, ``connections``)
-are appended by the sink's thread; read their length or read them after ``wait_until``.
+Records (``messages``, ``transactions``, ``transactions_per_connection``, ``connections``,
+``auth_attempts``, ``open_connections``, ``max_open_connections``) are updated by the sink's
+thread only; read their length or read them after ``wait_until``. A transaction's
+``received_at`` is ``time.monotonic()`` when its final dot arrived (before any ``delay``).
 ``behaviour`` may be replaced while the sink runs; each decision reads the current one.
 """
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import re
 import shutil
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +62,10 @@ TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages on this connection, c
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")  # RFC 1870 §6.1
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 2920 §3.1
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")  # RFC 6531 §3.5
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+AUTH_SYNTAX = Reply(501, "5.5.2", "Cannot decode AUTH response")  # RFC 4954 §4
+USERNAME = b"334 " + base64.b64encode(b"Username:") + b"\r\n"
+PASSWORD = b"334 " + base64.b64encode(b"Password:") + b"\r\n"
 MAX_LINE = 1 << 20  # a sink judges nothing, it only refuses to buffer without end
 _PATH = re.compile(r"(?i)(FROM|TO):\s*<([^>]*)>\s*(.*)")
 
@@ -70,6 +89,9 @@ class Behaviour:
     smtputf8: bool = True
     eightbitmime: bool = True
     size: int | None = None  # advertise SIZE n and enforce it (RFC 1870)
+    auth: Mapping[str, str] | None = None  # user → password: AUTH after STARTTLS, MAIL needs it
+    auth_cleartext: bool = False  # with auth: also advertise and accept AUTH before TLS
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")  # advertised; PLAIN/LOGIN accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +110,8 @@ class Transaction:
     mail_options: tuple[str, ...] = ()
     rejected_rcpts: tuple[str, ...] = ()
     peer: tuple[str, int] = ("", 0)
+    auth_user: str = ""  # the user the session authenticated as ("" without AUTH)
+    received_at: float = 0.0  # time.monotonic() when the final dot arrived
 
     @property
     def accepted(self) -> bool:
@@ -174,7 +198,9 @@ class _Session:
             "NOOP": self.on_noop,
             "QUIT": self.on_quit,
             "STARTTLS": self.on_starttls,
+            "AUTH": self.on_auth,
         }
+        self.auth_user = ""
         self.reset()
 
     def reset(self) -> None:
@@ -216,7 +242,8 @@ class _Session:
             (behaviour.size is not None, f"SIZE {behaviour.size}"),
             (behaviour.eightbitmime, "8BITMIME"),
             (behaviour.smtputf8, "SMTPUTF8"),
-            (behaviour.starttls and tls is not None and not self.tls, "STARTTLS"),
+            (self.sink.offers_starttls and tls is not None and not self.tls, "STARTTLS"),
+            (self.auth_offered(), " ".join(("AUTH", *behaviour.auth_mechanisms))),
             (True, "ENHANCEDSTATUSCODES"),
         ]
         lines = [self.sink.hostname] + [text for on, text in extensions if on]
@@ -245,6 +272,8 @@ class _Session:
             refusal: Reply | None = replies.NEED_HELO
         elif self.mail_from is not None:
             refusal = replies.NESTED_MAIL
+        elif self.sink.behaviour.auth is not None and not self.auth_user:
+            refusal = AUTH_REQUIRED
         elif match is None or match.group(1).upper() != "FROM":
             refusal = replies.SYNTAX_ERROR
         else:
@@ -309,8 +338,9 @@ class _Session:
         received = await self.read_data(behaviour.size)
         if received is None:
             return False
+        arrived = time.monotonic()
         self.count += 1
-        await self.send(self.sink._record(self, *received))
+        await self.send(self.sink._record(self, *received, arrived))
         self.reset()
         return True
 
@@ -341,15 +371,80 @@ class _Session:
 
     async def on_starttls(self, arg: str) -> bool:
         context = self.sink.tls_context
-        if not self.sink.behaviour.starttls or context is None or self.tls:
+        if not self.sink.offers_starttls or context is None or self.tls:
             await self.send(replies.ALREADY_TLS if self.tls else replies.NOT_IMPLEMENTED)
             return True
         await self.send(replies.READY_TLS)
         self.input.discard()  # RFC 3207 §4.2: nothing said before TLS counts after it
         await self.writer.start_tls(context)
         self.tls, self.ehlo = True, ""  # the client must EHLO again (RFC 3207 §4.2)
+        self.auth_user = ""
         self.reset()
         return True
+
+    def auth_offered(self) -> bool:
+        behaviour = self.sink.behaviour
+        return behaviour.auth is not None and (self.tls or behaviour.auth_cleartext)
+
+    async def on_auth(self, arg: str) -> bool:
+        """RFC 4954 §4: the state checks, then the exchange (:meth:`sasl`)."""
+        self.sink.auth_attempts += 1
+        behaviour = self.sink.behaviour
+        mechanism, _, initial = arg.partition(" ")
+        if behaviour.auth is None:
+            refusal: Reply | None = replies.NOT_IMPLEMENTED
+        elif not self.auth_offered():
+            refusal = replies.AUTH_NEEDS_TLS
+        elif not self.ehlo:
+            refusal = replies.NEED_HELO
+        elif self.auth_user:
+            refusal = replies.ALREADY_AUTH
+        elif self.mail_from is not None:  # §4: not during a mail transaction
+            refusal = replies.BAD_SEQUENCE
+        elif mechanism.upper() not in {"PLAIN", "LOGIN"} & set(behaviour.auth_mechanisms):
+            refusal = replies.AUTH_MECHANISM
+        else:
+            refusal = None
+        if refusal is not None:
+            await self.send(refusal)
+            return True
+        outcome = await self.sasl(mechanism.upper(), initial.strip())
+        if outcome is None:
+            return False
+        await self.send(outcome)
+        return True
+
+    async def sasl(self, mechanism: str, initial: str) -> Reply | None:
+        """The exchange's last reply (235, 535 or 501); None at end of stream."""
+        answers: list[str] = []
+        wanted = 1 if mechanism == "PLAIN" else 2
+        challenges = [b"334 \r\n"] if mechanism == "PLAIN" else [USERNAME, PASSWORD]
+        if initial:
+            answers.append("" if initial == "=" else initial)  # §4: "=" is an empty response
+        while len(answers) < wanted:
+            await self.send(challenges[len(answers)])
+            line = await self.input.line()
+            if not line:
+                return None
+            answers.append(line.decode("ascii", "replace").strip())
+            if answers[-1] == "*":
+                return replies.AUTH_CANCELLED  # §4: the client cancelled
+        try:
+            decoded = [base64.b64decode(a, validate=True).decode() for a in answers]
+        except (binascii.Error, UnicodeDecodeError):
+            return AUTH_SYNTAX
+        if mechanism == "PLAIN":  # RFC 4616 §2: [authzid] NUL authcid NUL passwd
+            authzid, _, rest = decoded[0].partition("\0")
+            user, _, password = rest.partition("\0")
+            if authzid not in ("", user):
+                return replies.AUTH_FAILED
+        else:
+            user, password = decoded
+        users = self.sink.behaviour.auth or {}
+        if not user or users.get(user) != password:
+            return replies.AUTH_FAILED
+        self.auth_user = user
+        return replies.AUTH_OK
 
 
 class SmtpSink:
@@ -372,6 +467,9 @@ class SmtpSink:
         self.transactions: list[Transaction] = []  # every transaction, whatever the answer
         self.transactions_per_connection: dict[int, int] = {}  # connection → transactions
         self.connections = 0  # TCP connections accepted
+        self.open_connections = 0  # connections open now
+        self.max_open_connections = 0  # the most open at once since start
+        self.auth_attempts = 0  # AUTH commands received, whatever the answer
         self._tempfailed = 0
         self._tempdir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -380,7 +478,7 @@ class SmtpSink:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> "SmtpSink":
-        if self.certificates is None and self.behaviour.starttls:
+        if self.certificates is None and self.offers_starttls:
             self._tempdir = Path(tempfile.mkdtemp(prefix="mxfleet-sink-"))
             self.certificates = make_certificates(
                 self._tempdir, names=(self.hostname, "localhost"), addresses=(self.host,)
@@ -399,6 +497,11 @@ class SmtpSink:
             raise
         return self
 
+    @property
+    def offers_starttls(self) -> bool:
+        """``starttls``, or ``auth``: the sink wants TLS before AUTH."""
+        return self.behaviour.starttls or self.behaviour.auth is not None
+
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(
             self._connected, self.host, self.port, reuse_address=True, backlog=256
@@ -410,6 +513,8 @@ class SmtpSink:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
+        self.open_connections += 1
+        self.max_open_connections = max(self.max_open_connections, self.open_connections)
         try:
             await _Session(self, reader, writer).run()
         except OSError:  # reset, TLS handshake failure, line too long: the client's problem
@@ -417,12 +522,15 @@ class SmtpSink:
         except asyncio.CancelledError:  # the sink stops; ending normally spares asyncio's
             pass  # stream callback (3.11) a traceback from task.exception()
         finally:
-            self._tasks.discard(task)
+            self.open_connections -= 1
             writer.close()
-            with contextlib.suppress(OSError, TimeoutError):
+            # Still in _tasks while closing, so that stop() cancels and awaits this wait too
+            # (a task left pending when the loop stops is destroyed with an error log).
+            with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1)
+            self._tasks.discard(task)
 
-    def _record(self, session: _Session, data: bytes, too_big: bool) -> Reply:
+    def _record(self, session: _Session, data: bytes, too_big: bool, received_at: float) -> Reply:
         """Decide the answer to a complete message and record the transaction."""
         behaviour = self.behaviour
         reply = replies.OK.with_text(f"OK queued as {session.number}.{session.count}")
@@ -447,6 +555,8 @@ class SmtpSink:
             mail_options=session.options,
             rejected_rcpts=tuple(session.rejected),
             peer=session.peer,
+            auth_user=session.auth_user,
+            received_at=received_at,
         )
         self.transactions.append(transaction)
         if transaction.accepted:
