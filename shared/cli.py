@@ -100,6 +100,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0 if stopping else (code or 1)
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective policies, or the destination and policy of one domain."""
+    settings = _settings()
+    explain = importlib.import_module("workers.explain")
+    code: int = explain.show(settings, args.domain, as_json=args.json)
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mxfleet", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -111,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
         func=None
     )
     sub.add_parser("worker", help="one delivery worker (Celery, threads)").set_defaults(func=None)
+    config = sub.add_parser("config", help="show the effective configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser(
+        "show", help="the delivery policies; with DOMAIN, its destination and policy"
+    )
+    show.add_argument("domain", nargs="?", help="a recipient domain (its MX may be looked up)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_config)
     passwd = sub.add_parser("passwd", help="print a credentials-file line for SMTP AUTH")
     passwd.add_argument("user")
     passwd.set_defaults(func=cmd_passwd)

@@ -13,12 +13,23 @@
 {p}due               ZSET    domain → when the dispatcher should look at it (ms)
 {p}queue             ZSET    message id → accept time ms (every message not finished)
 {p}inflight          ZSET    "{id}:{dom}" → lease deadline ms (jobs a ticket holds)
-{p}conn:{dom}        ZSET    ticket token → lease expiry ms (a domain's connection slots)
+{p}conn:{dest}       ZSET    ticket token → lease expiry ms (a destination's connection
+                             slots; a destination is a named policy, ``policy:NAME``, or
+                             an MX site, see :mod:`shared.policies`)
+{p}gcra:{dest}:{limit}:{period_ms}:{burst}
+                     STRING  GCRA theoretical arrival time of the destination's rate (ms);
+                             the parameters are in the key, so a new limit starts afresh
+{p}adapt:{dest}      HASH    adaptive backoff: f (factor 0.1..1 at the last cut), at (ms)
+{p}adapted           ZSET    destination → time of its last adaptive cut (ms)
+{p}throttled:{dest}  STRING  a ticket of the destination waits on its rate (PX, short)
+{p}waiting:{dest}     ZSET    domain → since when (ms) it waits for a slot or the rate of
+                             its destination (the next ticket to end hands over to it)
+{p}paused            SET     domains and destinations an operator paused
 {p}tickets           ZSET    ticket token → lease expiry ms (every outstanding ticket)
 {p}events            STREAM  one entry per delivery attempt (MAXLEN ~ events_maxlen)
 {p}leader            STRING  the leading dispatcher's id (PX lease)
 {p}stats             HASH    cluster counters: accepted, jobs (open now), delivered,
-                             deferred, bounced, reaped, lease_lost, dsn
+                             deferred, bounced, reaped, lease_lost, dsn, tickets (ended)
 ```
 Message ids are time-ordered (see :mod:`shared.message`) and never contain ``:``; domains
 are lower-case IDNA A-labels, so neither needs escaping inside a key.
@@ -50,8 +61,29 @@ class Keys:
     def due(self) -> str:
         return f"{self.prefix}due"
 
-    def conn(self, domain: str) -> str:
-        return f"{self.prefix}conn:{domain}"
+    def conn(self, destination: str) -> str:
+        return f"{self.prefix}conn:{destination}"
+
+    def adapt(self, destination: str) -> str:
+        return f"{self.prefix}adapt:{destination}"
+
+    def waiting(self, destination: str) -> str:
+        return f"{self.prefix}waiting:{destination}"
+
+    def throttled(self, destination: str) -> str:
+        return f"{self.prefix}throttled:{destination}"
+
+    def gcra(self, destination: str, limit: float, period_ms: int, burst: int) -> str:
+        """The GCRA key, spelled as ``shaping.lua`` spells it (limit as ``%.6g``)."""
+        return f"{self.prefix}gcra:{destination}:{limit:.6g}:{period_ms}:{burst}"
+
+    @property
+    def adapted(self) -> str:
+        return f"{self.prefix}adapted"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}paused"
 
     @property
     def stats(self) -> str:

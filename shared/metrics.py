@@ -28,12 +28,24 @@ Dispatcher: ``mxfleet_dispatcher_leader``, ``mxfleet_dispatcher_tickets_total{ve
 (``issued``, ``empty``, ``busy``, ``later``, ``full``, ``saturated``),
 ``mxfleet_dispatcher_reaped_jobs_total``.
 
-Delivery (workers): ``mxfleet_delivery_recipients_total{verdict}`` (``delivered``,
+Delivery (workers): ``mxfleet_delivery_recipients_total{policy,verdict}`` (``delivered``,
 ``deferred``, ``bounced``), ``mxfleet_delivery_tickets_total{result}`` (``done``,
 ``stale``, ``failed``), ``mxfleet_delivery_connections_total{result}`` (``ok``,
 ``failed``), ``mxfleet_delivery_lease_lost_total``,
 ``mxfleet_delivery_maybe_duplicated_total``, ``mxfleet_delivery_dsn_total``,
-``mxfleet_delivery_transaction_seconds``, ``mxfleet_delivery_latency_seconds``.
+``mxfleet_delivery_transaction_seconds``, ``mxfleet_delivery_latency_seconds``,
+``mxfleet_delivery_open_connections{policy}`` (this worker's; sum them for the cluster).
+
+Shaping: ``mxfleet_shaping_deferrals_total{policy,reason}``: times delivery to a
+destination was put off: ``rate`` (its rate admitted nothing: a dispatch held back or a
+ticket ended), ``connections`` (every connection slot taken), ``remote`` (a job deferred
+by the remote server's 4xx); ``mxfleet_shaping_backoffs_total{policy}``: adaptive cuts
+(workers). The leading dispatcher exports, per policy, the lowest adaptive factor of its
+destinations (``mxfleet_shaping_factor``, 1 without backoff) and what it leaves:
+``mxfleet_shaping_effective_rate`` (messages per second; 0 when the policy has no rate) and
+``mxfleet_shaping_effective_connections``.
+
+The ``policy`` label is a policy name from the configuration, or ``default``.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -83,7 +95,10 @@ DISPATCHER_REAPED = Counter(
 
 # --- delivery (workers) --------------------------------------------------------------------
 DELIVERY_RECIPIENTS = Counter(
-    "mxfleet_delivery_recipients", "Recipient verdicts of delivery attempts", ["verdict"]
+    "mxfleet_delivery_recipients", "Recipient verdicts of delivery attempts", ["policy", "verdict"]
+)
+DELIVERY_OPEN_CONNECTIONS = Gauge(
+    "mxfleet_delivery_open_connections", "Outbound SMTP connections open now", ["policy"]
 )
 DELIVERY_TICKETS = Counter("mxfleet_delivery_tickets", "Tickets run by workers", ["result"])
 DELIVERY_CONNECTIONS = Counter(
@@ -107,4 +122,21 @@ DELIVERY_LATENCY_SECONDS = Histogram(
     "mxfleet_delivery_latency_seconds",
     "From accept to delivery of a recipient",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+)
+
+# --- shaping ------------------------------------------------------------------------------
+SHAPING_DEFERRALS = Counter(
+    "mxfleet_shaping_deferrals", "Times delivery to a destination was put off", ["policy", "reason"]
+)
+SHAPING_BACKOFFS = Counter(
+    "mxfleet_shaping_backoffs", "Adaptive cuts of a destination's limits", ["policy"]
+)
+SHAPING_FACTOR = Gauge(
+    "mxfleet_shaping_factor", "Lowest adaptive factor among the policy's destinations", ["policy"]
+)
+SHAPING_EFFECTIVE_RATE = Gauge(
+    "mxfleet_shaping_effective_rate", "Messages per second the rate allows now", ["policy"]
+)
+SHAPING_EFFECTIVE_CONNECTIONS = Gauge(
+    "mxfleet_shaping_effective_connections", "Connections allowed now", ["policy"]
 )

@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.policies import Policies, PolicySpec, build_policies
 from shared.units import parse_duration, parse_size
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -173,6 +181,10 @@ class Settings(BaseSettings):
     )
     delivery_port: int = Field(default=25, gt=0, lt=65536)
     allow_private_mx: bool = False
+    # per-destination policies: [policy.default], [policy."example.com"], ... (see
+    # shared/policies.py); their fields fall back to the top-level delivery settings above
+    policy: dict[str, PolicySpec] = Field(default_factory=dict)
+    _policies: Policies = PrivateAttr()
 
     @field_validator("dns_servers")
     @classmethod
@@ -184,6 +196,12 @@ class Settings(BaseSettings):
     def model_post_init(self, context: Any, /) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        self._policies = build_policies(self.policy, self.model_dump(exclude={"policy"}))
+
+    @property
+    def policies(self) -> Policies:
+        """The effective per-destination policies."""
+        return self._policies
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -232,12 +250,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        loc = error["loc"][:1]
+        loc = [str(part) for part in error["loc"]]
         if not loc:
             lines.append(error["msg"].removeprefix("Value error, "))
             continue
-        key = str(loc[0])
-        env = ENV_PREFIX + key.upper()
+        key = ".".join(loc)
+        env = ENV_PREFIX + "__".join(loc).upper()
         reason = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             reason = "unknown setting"

@@ -10,11 +10,39 @@ from importlib import resources
 
 from shared.keys import Keys
 
+_INCLUDE = "-- include: "
+
 
 @cache
 def script(name: str) -> str:
-    """The text of ``shared/lua/<name>.lua``."""
-    return resources.files("shared").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``shared/lua/<name>.lua``, with the libraries it names in a line
+    ``-- include: LIB`` (``shared/lua/lib/LIB.lua``) put in front."""
+    lua = resources.files("shared").joinpath("lua")
+    text = lua.joinpath(f"{name}.lua").read_text("utf-8")
+    libs = [
+        lua.joinpath("lib", f"{line.removeprefix(_INCLUDE).strip()}.lua").read_text("utf-8")
+        for line in text.splitlines()
+        if line.startswith(_INCLUDE)
+    ]
+    return "\n".join([*libs, text])
+
+
+@dataclass(frozen=True, slots=True)
+class Shaping:
+    """A destination's limits as the scripts take them (see :mod:`shared.policies`)."""
+
+    destination: str
+    max_connections: int
+    rate_limit: float = 0.0  # messages per period; 0: no rate
+    rate_period_ms: int = 0
+    burst: int = 1
+    recovery_ms: int = 0  # adaptive recovery period; 0: not adaptive
+
+    def args(self) -> list[str | int | float]:
+        return [
+            self.destination, self.max_connections, self.rate_limit, self.rate_period_ms,
+            self.burst, self.recovery_ms,
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +79,14 @@ class Envelope:
         return pairs
 
 
-Call = tuple[list[str], list[str | int | bytes]]
+Call = tuple[list[str], list[str | int | float | bytes]]
 
 
 def accept_call(keys: Keys, msg_id: str, envelope: Envelope, body: bytes) -> Call:
     """KEYS and ARGV of ``accept.lua`` for one message."""
     names = [keys.msg(msg_id), keys.body(msg_id), keys.due, keys.stats, keys.queue]
     fields = envelope.fields(len(body))
-    args: list[str | int | bytes] = [msg_id, body, len(fields) // 2, *fields]
+    args: list[str | int | float | bytes] = [msg_id, body, len(fields) // 2, *fields]
     for domain, rcpts in envelope.recipients.items():
         names += [keys.rcpt(msg_id, domain), keys.job(msg_id, domain), keys.sched(domain)]
         args += [domain, len(rcpts), *rcpts]
@@ -74,18 +102,40 @@ def discard_call(keys: Keys, msg_id: str, domains: list[str]) -> Call:
 
 
 def dispatch_call(
-    keys: Keys, domain: str, token: str, *, max_conn: int, lease_ms: int, hold_ms: int,
+    keys: Keys, domain: str, token: str, shaping: Shaping, *, lease_ms: int, hold_ms: int,
     batch: int, max_tickets: int,
 ) -> Call:  # fmt: skip
     """KEYS and ARGV of ``dispatch.lua``."""
-    names = [keys.due, keys.conn(domain), keys.sched(domain), keys.tickets]
-    return names, [domain, token, max_conn, lease_ms, hold_ms, batch, max_tickets]
+    s = shaping
+    names = [
+        keys.due, keys.conn(s.destination), keys.sched(domain), keys.tickets, keys.paused,
+        keys.waiting(s.destination),
+    ]  # fmt: skip
+    return names, [
+        domain, token, s.destination, s.max_connections, lease_ms, hold_ms, batch, max_tickets,
+        s.rate_limit, s.rate_period_ms, s.burst, s.recovery_ms, keys.prefix,
+    ]  # fmt: skip
 
 
-def claim_call(keys: Keys, domain: str, token: str, count: int, lease_ms: int) -> Call:
+def claim_call(
+    keys: Keys, domain: str, token: str, shaping: Shaping, *, count: int, lease_ms: int,
+    mark_ms: int, hand_off: bool = False,
+) -> Call:  # fmt: skip
     """KEYS and ARGV of ``claim.lua``."""
-    names = [keys.sched(domain), keys.inflight, keys.conn(domain), keys.tickets]
-    return names, [token, count, lease_ms, domain, keys.prefix]
+    s = shaping
+    names = [
+        keys.sched(domain), keys.inflight, keys.conn(s.destination), keys.tickets, keys.paused,
+        keys.waiting(s.destination),
+    ]  # fmt: skip
+    return names, [
+        token, count, lease_ms, domain, keys.prefix, s.destination, s.max_connections,
+        s.rate_limit, s.rate_period_ms, s.burst, s.recovery_ms, mark_ms, int(hand_off),
+    ]  # fmt: skip
+
+
+def backoff_call(keys: Keys, destination: str, recovery_ms: int) -> Call:
+    """KEYS and ARGV of ``backoff.lua``."""
+    return [keys.adapt(destination), keys.adapted], [destination, recovery_ms]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +159,7 @@ def complete_call(
         keys.stats, keys.queue,
     ]  # fmt: skip
     done = [*outcome.delivered, *outcome.bounced]
-    args: list[str | int | bytes] = [
+    args: list[str | int | float | bytes] = [
         token, msg_id, domain, next_ms if outcome.deferred else 0, outcome.last_reply,
         events_maxlen, len(outcome.delivered), len(outcome.deferred), len(outcome.bounced),
         len(done), *done,
@@ -119,14 +169,21 @@ def complete_call(
     return names, args
 
 
-def release_call(keys: Keys, domain: str, token: str) -> Call:
+def release_call(
+    keys: Keys, domain: str, destination: str, token: str, not_before_ms: int = 0,
+    hold_ms: int = 5000,
+) -> Call:  # fmt: skip
     """KEYS and ARGV of ``release.lua``."""
-    return [keys.conn(domain), keys.tickets, keys.sched(domain), keys.due], [token, domain]
+    names = [
+        keys.conn(destination), keys.tickets, keys.sched(domain), keys.due, keys.stats,
+        keys.waiting(destination),
+    ]  # fmt: skip
+    return names, [token, domain, not_before_ms, hold_ms]
 
 
-def renew_call(keys: Keys, domain: str, token: str, lease_ms: int, members: list[str]) -> Call:
+def renew_call(keys: Keys, destination: str, token: str, lease_ms: int, members: list[str]) -> Call:
     """KEYS and ARGV of ``renew.lua``; ``members`` are the ``{id}:{dom}`` jobs held."""
-    return [keys.conn(domain), keys.tickets, keys.inflight], [token, lease_ms, *members]
+    return [keys.conn(destination), keys.tickets, keys.inflight], [token, lease_ms, *members]
 
 
 def reap_call(keys: Keys, limit: int = 1000) -> Call:

@@ -1,5 +1,7 @@
-"""A ticket's SMTP connection to its destination: reused across messages, and moved to the
-next MX host when a host does not answer or says 421 (RFC 5321 §5.1)."""
+"""A ticket's SMTP connection to its destination: reused across messages (up to the
+policy's ``max_messages_per_connection``), and moved to the next MX host when a host does
+not answer or says 421 (RFC 5321 §5.1). With a smarthost ``route`` the targets are the
+smarthost's addresses, on its port, with its credentials."""
 
 import logging
 from collections.abc import Callable
@@ -7,9 +9,11 @@ from dataclasses import replace
 
 from shared import log, metrics
 from shared.errors import MxfleetError
+from shared.policies import Policy
 from shared.replies import Reply
 from shared.settings import Settings
 from workers.mx import Target
+from workers.smtp_auth import Credentials
 from workers.smtp_client import SmtpClient
 from workers.smtp_connection import Timeouts
 from workers.smtp_errors import ConnectionLost
@@ -22,16 +26,24 @@ Replies = dict[str, Reply]
 
 
 class Connector:
-    def __init__(self, targets: list[Target], settings: Settings) -> None:
+    def __init__(
+        self, targets: list[Target], settings: Settings, policy: Policy,
+        auth: Credentials | None = None,
+    ) -> None:  # fmt: skip
         self.targets = targets
         self.settings = settings
+        self.policy = policy
+        self.auth = auth
+        self.port = policy.route[1] if policy.route else settings.delivery_port
+        self._open_gauge = metrics.DELIVERY_OPEN_CONNECTIONS.labels(policy.name)
         self._index = 0
         self._client: SmtpClient | None = None
         self._sent_on_client = 0
         self._losses = 0
         self.last_failure = NO_HOST_ANSWERED
+        self.drops: list[Reply] = []  # replies that ended or refused a connection (shaping)
         self.timeouts = Timeouts(
-            connect=settings.connect_timeout, data_final=settings.data_reply_timeout
+            connect=policy.connect_timeout, data_final=settings.data_reply_timeout
         )
 
     @property
@@ -75,7 +87,7 @@ class Connector:
             on_done(index, results[index])
 
     def _room(self) -> int:
-        return self.settings.max_messages_per_connection - self._sent_on_client
+        return self.policy.max_messages_per_connection - self._sent_on_client
 
     def _resume(
         self, exc: ConnectionLost, now: list[int], later: list[int], results: list[Replies],
@@ -96,13 +108,14 @@ class Connector:
         # A new connection for the rest; a host that drops us twice in a row without
         # progress is given up for the next one.
         self.last_failure = exc.reply
+        self.drops.append(exc.reply)
         self._losses += 1
         self._drop(next_host=self._losses >= 2 and not done)
         return todo
 
     def _connect(self) -> SmtpClient | None:
         if self._client is not None:
-            if self._sent_on_client < self.settings.max_messages_per_connection:
+            if self._sent_on_client < self.policy.max_messages_per_connection:
                 return self._client
             self._drop(next_host=False)
         while self._index < len(self.targets):
@@ -110,15 +123,17 @@ class Connector:
             try:
                 self._client = SmtpClient.connect(
                     target.address,
-                    self.settings.delivery_port,
+                    self.port,
                     mx_name=target.host,
                     helo=self.settings.hostname,
-                    tls=self.settings.delivery_tls,
+                    tls=self.policy.tls,
                     timeouts=self.timeouts,
+                    auth=self.auth,
                 )
             except (MxfleetError, OSError) as exc:
                 reply = getattr(exc, "reply", None)
                 self.last_failure = reply if isinstance(reply, Reply) else NO_HOST_ANSWERED
+                self.drops.append(self.last_failure)
                 metrics.DELIVERY_CONNECTIONS.labels("failed").inc()
                 log.event(
                     logger, "connect_failed", mx=target.host, address=target.address, error=exc
@@ -126,6 +141,7 @@ class Connector:
                 self._index += 1
                 continue
             metrics.DELIVERY_CONNECTIONS.labels("ok").inc()
+            self._open_gauge.inc()
             self._sent_on_client = 0
             return self._client
         return None
@@ -134,6 +150,7 @@ class Connector:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._open_gauge.dec()
         if next_host:
             self._index += 1
             self._losses = 0

@@ -5,11 +5,14 @@ built on the first ticket from the app's settings).
 """
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from shared.policies import Policy
 from shared.redis_conn import sync_client
 from shared.settings import Settings, parse_nameserver
 from workers.mx import MxResolver
+from workers.smtp_auth import Credentials, load_credentials
 from workers.store import Store
 
 
@@ -18,6 +21,17 @@ class Context:
     settings: Settings
     store: Store
     resolver: MxResolver
+    _credentials: dict[Path, Credentials] = field(default_factory=dict)
+
+    def credentials(self, policy: Policy) -> Credentials | None:
+        """The smarthost credentials of a policy (read once per process; the settings
+        checked the file at start)."""
+        path = policy.route_auth_file
+        if path is None:
+            return None
+        if path not in self._credentials:
+            self._credentials[path] = load_credentials(path)
+        return self._credentials[path]
 
 
 _lock = threading.Lock()

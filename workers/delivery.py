@@ -1,49 +1,92 @@
 """One ticket: claim a domain's due jobs, deliver them over one connection, record each.
 
-claim a batch (lease) → MX route → SMTP (one reused connection; the batch's transactions
-pipelined back to back, RFC 2920 §3.1) → verdicts per job → DSN for bounces → complete
-(refused if the lease was lost) → next batch, until the time budget is spent or the domain
-has nothing due → release the connection slot.
+claim a batch (lease; as many as the destination's rate admits) → route (MX hosts or the
+policy's smarthost) → SMTP (one reused connection; the batch's transactions pipelined back
+to back, RFC 2920 §3.1) → verdicts per job → DSN for bounces → complete (refused if the
+lease was lost) → next batch, until the time budget is spent, the domain has nothing due,
+or the destination's limits say stop → release the connection slot.
+
+A ticket that has had ``FAIR_SHARE`` seconds hands its slot over when another domain of
+its destination waits for one (round robin among the domains of a site or policy).
+Shaping never parks a ticket: when the rate admits nothing, the ticket waits only if the
+wait is short (``MAX_PAUSE``) and it is the destination's first ticket; otherwise it ends
+and its domain is due again when the rate will admit a message. A 421 or a 4.7.x "too
+fast" from the remote cuts the destination's limits (:mod:`workers.shaping`).
 """
 
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from shared import log, metrics, retry
 from shared.errors import PermanentFailure, TemporaryFailure
+from shared.policies import Policy
 from shared.replies import Reply
+from shared.spool import Shaping
+from workers import shaping
 from workers.bounce_queue import enqueue_dsn
 from workers.connector import Connector
 from workers.context import Context
 from workers.lease import LeaseKeeper
 from workers.outcome import decide, verdict_name
 from workers.smtp_transaction import Outgoing
-from workers.store import Job
+from workers.store import Claim, Job
 
 logger = logging.getLogger("mxfleet.worker")
 
+MAX_PAUSE_MS = 1000  # the longest a ticket waits on its destination's rate
+THROTTLE_MARK_MS = 2000  # "a ticket waits on this rate" stays visible to the dispatcher
+FAIR_SHARE = 5.0  # seconds a ticket keeps its slot while another domain of its destination waits
 
-def run_ticket(ctx: Context, domain: str, token: str) -> str:
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What a ticket works for: a domain, under a lease, within a destination's limits."""
+
+    domain: str
+    token: str
+    destination: str
+    policy: Policy
+    shaping: Shaping
+
+
+def run_ticket(
+    ctx: Context, domain: str, token: str, destination: str = "", policy_name: str = ""
+) -> str:
     """Deliver for ``domain`` under lease ``token``; 'stale' when the lease is not ours."""
-    s = ctx.settings
-    lease_ms = int(s.lease_time * 1000)
-    jobs = ctx.store.claim(domain, token, s.batch_size, lease_ms)
-    if jobs is None:
+    destination = destination or domain
+    policy = ctx.settings.policies.get(policy_name or "default")
+    ticket = Ticket(domain, token, destination, policy, shaping.shaping_of(destination, policy))
+    lease_ms = int(ctx.settings.lease_time * 1000)
+    claim = _claim(ctx, ticket, lease_ms)
+    if claim is None:
         metrics.DELIVERY_TICKETS.labels("stale").inc()
         log.event(logger, "stale_ticket", domain=domain, token=token)
         return "stale"
-    deadline = time.monotonic() + s.ticket_budget
-    keeper = LeaseKeeper(ctx.store, domain, token, lease_ms)
+    started = time.monotonic()
+    deadline = started + ctx.settings.ticket_budget
+    keeper = LeaseKeeper(ctx.store, destination, token, lease_ms)
     route: Connector | Reply | None = None
+    not_before_ms = 0
     try:
-        while jobs:
-            keeper.hold(jobs)
-            route = route or _route(ctx, domain)
-            _deliver_batch(ctx, route, jobs, token, keeper)
+        while claim is not None:
+            if claim.status in ("rate", "yield"):
+                if claim.status == "rate" and claim.wait_ms <= MAX_PAUSE_MS:
+                    time.sleep(claim.wait_ms / 1000)
+                    claim = _claim(ctx, ticket, lease_ms, time.monotonic() - started > FAIR_SHARE)
+                    continue
+                not_before_ms = claim.now_ms + claim.wait_ms
+                metrics.SHAPING_DEFERRALS.labels(policy.name, "rate").inc()
+                break
+            if claim.status != "ok" or not claim.jobs:
+                break
+            keeper.hold(claim.jobs)
+            route = route or _route(ctx, ticket)
+            _deliver_batch(ctx, ticket, route, claim.jobs, keeper)
             if keeper.lost or time.monotonic() > deadline:
                 break
-            jobs = ctx.store.claim(domain, token, s.batch_size, lease_ms)
+            claim = _claim(ctx, ticket, lease_ms, time.monotonic() - started > FAIR_SHARE)
     except Exception:
         metrics.DELIVERY_TICKETS.labels("failed").inc()
         raise
@@ -51,17 +94,33 @@ def run_ticket(ctx: Context, domain: str, token: str) -> str:
         keeper.stop()
         if isinstance(route, Connector):
             route.close()
-        ctx.store.release(domain, token)
+        ctx.store.release(domain, destination, token, not_before_ms)
     metrics.DELIVERY_TICKETS.labels("done").inc()
     return "done"
 
 
-def _route(ctx: Context, domain: str) -> Connector | Reply:
-    """A connector to the domain's MX hosts, or the reply that stops every job (DNS)."""
+def _claim(ctx: Context, ticket: Ticket, lease_ms: int, hand_off: bool = False) -> Claim | None:
+    return ctx.store.claim(
+        ticket.domain, ticket.token, ticket.shaping, count=ctx.settings.batch_size,
+        lease_ms=lease_ms, mark_ms=THROTTLE_MARK_MS, hand_off=hand_off,
+    )  # fmt: skip
+
+
+def _route(ctx: Context, ticket: Ticket) -> Connector | Reply:
+    """A connector to the policy's smarthost or the domain's MX hosts, or the reply that
+    stops every job (DNS)."""
+    policy = ticket.policy
     try:
-        return Connector(ctx.resolver.route(domain), ctx.settings)
+        if policy.route is not None:
+            targets = ctx.resolver.host(policy.route[0])
+        else:
+            targets = ctx.resolver.route(ticket.domain)
+        return Connector(targets, ctx.settings, policy, ctx.credentials(policy))
     except (PermanentFailure, TemporaryFailure) as exc:
-        log.event(logger, "route_failed", domain=domain, reply=exc.reply)
+        log.event(logger, "route_failed", domain=ticket.domain, reply=exc.reply)
+        if policy.route is not None and exc.reply.is_permanent:
+            # The operator's smarthost name does not resolve: their mistake, not the mail's.
+            return Reply(451, "4.4.4", f"Smarthost {policy.route[0]} has no address")
         return exc.reply
 
 
@@ -71,17 +130,17 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def _deliver_batch(
-    ctx: Context, route: Connector | Reply, jobs: list[Job], token: str, keeper: LeaseKeeper
+    ctx: Context, ticket: Ticket, route: Connector | Reply, jobs: list[Job], keeper: LeaseKeeper
 ) -> None:
     """Send a batch over the connection, recording each job the moment its last
     transaction is answered (the duplicate window stays one message wide)."""
     started = time.monotonic()
     if isinstance(route, Reply):
         for job in jobs:
-            record(ctx, job, token, dict.fromkeys(job.recipients, route), None, 0.0)
+            record(ctx, ticket, job, dict.fromkeys(job.recipients, route), None, 0.0)
             keeper.drop(job)
         return
-    size = ctx.settings.max_recipients_per_transaction
+    size = ticket.policy.max_recipients_per_transaction
     items: list[Outgoing] = []
     owners: list[int] = []
     for index, job in enumerate(jobs):
@@ -90,6 +149,7 @@ def _deliver_batch(
             owners.append(index)
     replies: list[dict[str, Reply]] = [{} for _ in jobs]
     left = [owners.count(index) for index in range(len(jobs))]
+    signals: list[Reply] = []
 
     def done(item: int, result: dict[str, Reply]) -> None:
         nonlocal started
@@ -98,24 +158,43 @@ def _deliver_batch(
         left[owner] -= 1
         if left[owner] == 0:
             now = time.monotonic()
-            record(ctx, jobs[owner], token, replies[owner], route.host, now - started)
+            record(ctx, ticket, jobs[owner], replies[owner], route.host, now - started)
             keeper.drop(jobs[owner])
             started = now
+            signals.extend(r for r in replies[owner].values() if shaping.is_backoff_signal(r))
 
     route.send_many(items, done)
+    signals.extend(r for r in route.drops if shaping.is_backoff_signal(r))
+    route.drops.clear()
+    if signals:
+        _back_off(ctx, ticket, signals[0], route.host)
+
+
+def _back_off(ctx: Context, ticket: Ticket, reply: Reply, mx: str | None) -> None:
+    """The remote asked us to slow down: cut the destination's limits (adaptive policies)."""
+    policy = ticket.policy
+    if not policy.adaptive:
+        return
+    cut, factor = ctx.store.backoff(ticket.destination, ticket.shaping.recovery_ms)
+    if cut:
+        metrics.SHAPING_BACKOFFS.labels(policy.name).inc()
+        log.event(
+            logger, "backoff", logging.WARNING, destination=ticket.destination,
+            policy=policy.name, factor=f"{factor:.2f}", mx=mx or "", reply=reply,
+        )  # fmt: skip
 
 
 def record(
-    ctx: Context, job: Job, token: str, replies: dict[str, Reply], mx: str | None,
+    ctx: Context, ticket: Ticket, job: Job, replies: dict[str, Reply], mx: str | None,
     elapsed: float,
 ) -> None:  # fmt: skip
     """Decide one job's attempt from its replies, bounce what failed, record it all."""
-    s = ctx.settings
+    policy = ticket.policy
     now_ms = int(time.time() * 1000)
-    outcome = decide(replies, expired=retry.expired(job.received_ms, now_ms, s.max_age))
+    outcome = decide(replies, expired=retry.expired(job.received_ms, now_ms, policy.max_age))
     if outcome.bounced:
         enqueue_dsn(ctx, job, {rcpt: replies[rcpt] for rcpt in outcome.bounced}, mx)
-    delay = retry.backoff(job.attempts + 1, s.retry_base, s.retry_cap)
+    delay = retry.backoff(job.attempts + 1, policy.retry_base, policy.retry_cap)
     event: dict[str, str | int] = {
         "id": job.msg_id,
         "domain": job.domain,
@@ -126,22 +205,25 @@ def record(
         "duration_ms": int(elapsed * 1000),
     }
     recorded = ctx.store.complete(
-        job, token, outcome, next_ms=now_ms + int(delay * 1000),
-        events_maxlen=s.events_maxlen, event=event,
+        job, ticket.token, outcome, next_ms=now_ms + int(delay * 1000),
+        events_maxlen=ctx.settings.events_maxlen, event=event,
     )  # fmt: skip
-    _observe(job, outcome.delivered, outcome.deferred, outcome.bounced, elapsed, now_ms)
+    _observe(policy.name, job, outcome.delivered, outcome.deferred, outcome.bounced, elapsed,
+             now_ms)  # fmt: skip
     if not recorded:
         metrics.DELIVERY_LEASE_LOST.inc()
     log.record(logger, "attempt", {**event, "attempt": job.attempts + 1, "recorded": recorded})
 
 
 def _observe(
-    job: Job, delivered: list[str], deferred: list[str], bounced: list[str], elapsed: float,
-    now_ms: int,
+    policy: str, job: Job, delivered: list[str], deferred: list[str], bounced: list[str],
+    elapsed: float, now_ms: int,
 ) -> None:  # fmt: skip
     for verdict, rcpts in (("delivered", delivered), ("deferred", deferred), ("bounced", bounced)):
         if rcpts:
-            metrics.DELIVERY_RECIPIENTS.labels(verdict).inc(len(rcpts))
+            metrics.DELIVERY_RECIPIENTS.labels(policy, verdict).inc(len(rcpts))
+    if deferred:
+        metrics.SHAPING_DEFERRALS.labels(policy, "remote").inc()
     metrics.DELIVERY_TRANSACTION_SECONDS.observe(elapsed)
     if delivered:
         latency = max(0.0, (now_ms - job.received_ms) / 1000)

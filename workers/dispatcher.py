@@ -3,9 +3,13 @@
 Several may run; a leader lock in Redis (renewed every loop, expiring after
 ``LEADER_TTL``) lets exactly one act. The leader, in a loop:
 1. returns jobs whose lease expired (their worker died) to their schedule (reap);
-2. for each due domain, earliest first, asks ``dispatch.lua`` for a connection slot and
-   sends a ticket (domain, token) to the workers when it gets one;
-3. exports the queue gauges.
+2. for each due domain, earliest first (round robin: a served domain goes to the back),
+   finds its destination (:mod:`workers.destinations`: a named policy or an MX site), asks
+   ``dispatch.lua`` for a connection slot within the destination's limits (paused,
+   connections, rate, adaptive backoff) and sends a ticket (domain, token, destination,
+   policy) to the workers when it gets one; a throttled domain is due again when its rate
+   admits a message, with no ticket spent on it;
+3. exports the queue and shaping gauges.
 A ticket that is lost or runs twice is harmless: the worker checks its lease.
 """
 
@@ -23,8 +27,11 @@ from celery import Celery
 from shared import log, metrics
 from shared.httpd import HealthServer
 from shared.redis_conn import sync_client
-from shared.settings import Settings
+from shared.settings import Settings, parse_nameserver
+from workers import shaping
 from workers.app import QUEUE, TICKET_TASK, make_app
+from workers.destinations import DestinationMap
+from workers.mx import MxResolver
 from workers.store import Store, queue_figures
 
 logger = logging.getLogger("mxfleet.dispatcher")
@@ -34,10 +41,13 @@ HOLD_MS = 5_000  # a served domain leaves the due set this long (a ticket's end 
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, store: Store, app: Celery) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, app: Celery, destinations: DestinationMap
+    ) -> None:
         self.settings = settings
         self.store = store
         self.app = app
+        self.destinations = destinations
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leading = False
         self.stop = threading.Event()
@@ -62,24 +72,32 @@ class Dispatcher:
         return issued
 
     def _serve(self, domain: str) -> int:
+        destination = self.destinations.lookup(domain)
+        if destination is None:  # its MX lookup runs: next pass
+            return 0
         s = self.settings
         token = uuid.uuid4().hex
+        policy = destination.policy
         verdict, _ = self.store.dispatch(
             domain,
             token,
-            max_conn=s.max_connections,
+            shaping.shaping_of(destination.name, policy),
             lease_ms=int(s.lease_time * 1000),
             hold_ms=HOLD_MS,
             batch=s.batch_size,
             max_tickets=s.max_tickets,
         )
         metrics.DISPATCHER_TICKETS.labels(verdict).inc()
+        if verdict in ("rate", "full"):
+            reason = "rate" if verdict == "rate" else "connections"
+            metrics.SHAPING_DEFERRALS.labels(policy.name, reason).inc()
         if verdict != "issued":
             return 0
+        args = [domain, token, destination.name, policy.name]
         try:
-            self.app.send_task(TICKET_TASK, args=[domain, token], queue=QUEUE)
+            self.app.send_task(TICKET_TASK, args=args, queue=QUEUE)
         except Exception:
-            self.store.release(domain, token)
+            self.store.release(domain, destination.name, token)
             raise
         return 1
 
@@ -91,6 +109,25 @@ class Dispatcher:
         metrics.QUEUE_SCHEDULED.set(max(0, figures.jobs - figures.inflight))
         metrics.QUEUE_DUE_DOMAINS.set(figures.due_domains)
         metrics.QUEUE_OLDEST_AGE.set(figures.oldest_age_s)
+        self._export_shaping()
+
+    def _export_shaping(self) -> None:
+        """Per policy: the lowest adaptive factor among its destinations now, and what it
+        leaves of the policy's rate and connections."""
+        policies = self.settings.policies
+        lowest = {name: 1.0 for name in [policies.default.name, *policies.named]}
+        for backoff in shaping.backoffs(self.store, policies):
+            name = backoff.policy.name
+            lowest[name] = min(lowest.get(name, 1.0), backoff.factor)
+        for name, factor in lowest.items():
+            policy = policies.get(name)
+            metrics.SHAPING_FACTOR.labels(name).set(factor)
+            metrics.SHAPING_EFFECTIVE_RATE.labels(name).set(
+                policy.rate.per_second * factor if policy.rate else 0
+            )
+            metrics.SHAPING_EFFECTIVE_CONNECTIONS.labels(name).set(
+                max(1, int(policy.max_connections * factor + 1e-9))
+            )
 
     def run(self) -> None:
         """Loop until :attr:`stop` is set; Redis outages are waited out, never fatal."""
@@ -109,8 +146,13 @@ class Dispatcher:
 
 
 def main(settings: Settings) -> int:
+    servers = [parse_nameserver(server) for server in settings.dns_servers] or None
+    resolver = MxResolver(servers, allow_private=settings.allow_private_mx)
     dispatcher = Dispatcher(
-        settings, Store(sync_client(settings), settings.redis_key_prefix), make_app(settings)
+        settings,
+        Store(sync_client(settings), settings.redis_key_prefix),
+        make_app(settings),
+        DestinationMap(settings.policies, resolver),
     )
 
     def ready() -> tuple[bool, str]:
@@ -130,5 +172,6 @@ def main(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     log.event(logger, "started", id=dispatcher.me, metrics=f"{host}:{health.port}")
     dispatcher.run()
+    dispatcher.destinations.close()
     health.close()
     return 0

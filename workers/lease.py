@@ -11,16 +11,16 @@ from workers.store import Job, Store
 
 
 class LeaseKeeper:
-    def __init__(self, store: Store, domain: str, token: str, lease_ms: int) -> None:
+    def __init__(self, store: Store, destination: str, token: str, lease_ms: int) -> None:
         self._store = store
-        self._domain = domain
+        self._destination = destination
         self._token = token
         self._lease_ms = lease_ms
         self._held: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.lost = False
-        self._thread = threading.Thread(target=self._run, name=f"lease-{domain}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"lease-{destination}", daemon=True)
         self._thread.start()
 
     def hold(self, jobs: list[Job]) -> None:
@@ -37,7 +37,7 @@ class LeaseKeeper:
             with self._lock:
                 members = sorted(self._held)
             try:
-                alive = self._store.renew(self._domain, self._token, self._lease_ms, members)
+                alive = self._store.renew(self._destination, self._token, self._lease_ms, members)
             except Exception:  # noqa: BLE001, S112 -- Redis away: the next renewal retries
                 continue
             if not alive:

@@ -203,6 +203,18 @@ class MxResolver:
             raise PermanentFailure(route.detail, reply=route.failure)
         return order_targets(route.hosts)
 
+    def host(self, name: str) -> list[Target]:
+        """The addresses of one host an operator named (a smarthost ``route``), IPv4 first;
+        an IP address stands for itself. Private addresses are allowed: the operator chose
+        them. Not cached beyond the resolver's own work (routes are few and their tickets
+        long). Raises TemporaryFailure or PermanentFailure (no such host)."""
+        if _is_ip(name):
+            return [Target(name, name, 0)]
+        addresses, _ = self._addresses(name)
+        if not addresses:
+            raise PermanentFailure(f"{name}: no address", reply=NO_ROUTE)
+        return [Target(name, address, 0) for address in addresses]
+
     def _cached(self, domain: str, now: float) -> _Route | None:
         with self._lock:
             entry = self._cache.get(domain)

@@ -13,7 +13,9 @@ from shared.keys import Keys
 from shared.spool import (
     Envelope,
     Outcome,
+    Shaping,
     accept_call,
+    backoff_call,
     claim_call,
     complete_call,
     dispatch_call,
@@ -35,6 +37,9 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
 
+_SCRIPTS = ("accept", "dispatch", "claim", "complete", "release", "renew", "reap", "backoff")
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A job a ticket holds: one message for the ticket's domain."""
@@ -53,6 +58,17 @@ class Job:
         return f"{self.msg_id}:{self.domain}"
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What ``claim.lua`` gave a ticket: jobs (``ok``) or why none (see the script)."""
+
+    now_ms: int
+    status: str  # ok | paused | handoff | shrink | rate | yield
+    wait_ms: int  # rate, yield: until the destination's rate admits a message
+    factor: float  # the destination's adaptive factor (1.0: no backoff)
+    jobs: list[Job]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
@@ -61,10 +77,7 @@ class Store:
     def __init__(self, client: "redis.Redis", prefix: str) -> None:
         self.client = client
         self.keys = Keys(prefix)
-        self._scripts = {
-            name: client.register_script(script(name))
-            for name in ("accept", "dispatch", "claim", "complete", "release", "renew", "reap")
-        }
+        self._scripts = {name: client.register_script(script(name)) for name in _SCRIPTS}
         self._leader_renew = client.register_script(_RENEW_LEADER)
         self._leader_release = client.register_script(_RELEASE_LEADER)
 
@@ -87,20 +100,32 @@ class Store:
         found = self.client.zrangebyscore(self.keys.due, "-inf", now_ms, start=0, num=limit)
         return [_text(domain) for domain in found]
 
-    def dispatch(self, domain: str, token: str, **limits: int) -> tuple[str, int]:
-        verdict, when = self._run("dispatch", dispatch_call(self.keys, domain, token, **limits))
+    def dispatch(self, domain: str, token: str, shaping: Shaping, **limits: int) -> tuple[str, int]:
+        """Whether ``domain`` gets a ticket now (``issued``) and if not, why and until when."""
+        call = dispatch_call(self.keys, domain, token, shaping, **limits)
+        verdict, when = self._run("dispatch", call)
         return _text(verdict), int(when)
 
     def reap(self, limit: int = 1000) -> int:
         return int(self._run("reap", reap_call(self.keys, limit)))
 
     # --- tickets ---------------------------------------------------------------------------
-    def claim(self, domain: str, token: str, count: int, lease_ms: int) -> list[Job] | None:
-        """Up to ``count`` due jobs under the ticket's lease; None when the lease is gone."""
-        reply = self._run("claim", claim_call(self.keys, domain, token, count, lease_ms))
+    def claim(
+        self, domain: str, token: str, shaping: Shaping, *, count: int, lease_ms: int,
+        mark_ms: int = 2000, hand_off: bool = False,
+    ) -> Claim | None:  # fmt: skip
+        """Up to ``count`` due jobs under the ticket's lease, as many as the destination's
+        rate admits; None when the lease is gone. ``hand_off``: the ticket has had its
+        share and ends (status ``handoff``) if another domain waits for the destination."""
+        call = claim_call(
+            self.keys, domain, token, shaping, count=count, lease_ms=lease_ms,
+            mark_ms=mark_ms, hand_off=hand_off,
+        )  # fmt: skip
+        reply = self._run("claim", call)
         if reply[0] == -1:
             return None
-        return [
+        now_ms, status, wait_ms, permille = reply[:4]
+        jobs = [
             Job(
                 msg_id=_text(msg_id),
                 domain=domain,
@@ -111,8 +136,9 @@ class Store:
                 body=bytes(body),
                 recipients=sorted(_text(rcpt) for rcpt in rcpts),
             )
-            for msg_id, sender, smtputf8, attempts, received, body, rcpts in reply[1:]
+            for msg_id, sender, smtputf8, attempts, received, body, rcpts in reply[4:]
         ]
+        return Claim(int(now_ms), _text(status), int(wait_ms), int(permille) / 1000, jobs)
 
     def complete(
         self, job: Job, token: str, outcome: Outcome, *, next_ms: int, events_maxlen: int,
@@ -125,11 +151,17 @@ class Store:
         )  # fmt: skip
         return bool(self._run("complete", call))
 
-    def renew(self, domain: str, token: str, lease_ms: int, members: list[str]) -> bool:
-        return bool(self._run("renew", renew_call(self.keys, domain, token, lease_ms, members)))
+    def renew(self, destination: str, token: str, lease_ms: int, members: list[str]) -> bool:
+        call = renew_call(self.keys, destination, token, lease_ms, members)
+        return bool(self._run("renew", call))
 
-    def release(self, domain: str, token: str) -> None:
-        self._run("release", release_call(self.keys, domain, token))
+    def release(self, domain: str, destination: str, token: str, not_before_ms: int = 0) -> None:
+        self._run("release", release_call(self.keys, domain, destination, token, not_before_ms))
+
+    def backoff(self, destination: str, recovery_ms: int) -> tuple[bool, float]:
+        """Cut the destination's adaptive factor; (whether it was cut now, the factor)."""
+        cut, permille = self._run("backoff", backoff_call(self.keys, destination, recovery_ms))
+        return bool(cut), int(permille) / 1000
 
     def accept(self, msg_id: str, envelope: Envelope, body: bytes) -> None:
         """Enqueue a message of our own (a DSN) through the same accept script."""

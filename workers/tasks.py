@@ -8,6 +8,7 @@ from workers.delivery import run_ticket
 
 
 @shared_task(name=TICKET_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]  # celery is untyped
-def deliver(domain: str, token: str) -> str:
-    """Deliver the due jobs of ``domain`` under the lease ``token``; returns the result."""
-    return run_ticket(current(), domain, token)
+def deliver(domain: str, token: str, destination: str = "", policy: str = "") -> str:
+    """Deliver the due jobs of ``domain`` under the lease ``token`` within the limits of
+    ``destination`` (under ``policy``); returns the result."""
+    return run_ticket(current(), domain, token, destination, policy)

@@ -1,13 +1,29 @@
--- claim: a ticket takes up to N due jobs of its domain under its lease, and renews the lease.
+-- claim: a ticket takes up to N due jobs of its domain under its lease, as many as its
+-- destination's rate admits now, and renews the lease.
+-- include: shaping
 --
--- KEYS[1] sched:{dom}   KEYS[2] inflight   KEYS[3] conn:{dom}   KEYS[4] tickets
--- ARGV[1] token  ARGV[2] N  ARGV[3] lease ms  ARGV[4] dom  ARGV[5] key prefix
--- Returns {now, job...} with job = {id, from, smtputf8, attempts, received_ms, body,
--- {rcpt...}}, or {-1} when the ticket's lease is gone (stale or duplicate ticket).
+-- KEYS[1] sched:{dom}   KEYS[2] inflight   KEYS[3] conn:{dest}   KEYS[4] tickets
+-- KEYS[5] paused   KEYS[6] waiting:{dest}
+-- ARGV[1] token  ARGV[2] N  ARGV[3] lease ms  ARGV[4] dom  ARGV[5] key prefix  ARGV[6] dest
+-- ARGV[7] max connections  ARGV[8] rate limit (0: none)  ARGV[9] rate period ms
+-- ARGV[10] burst  ARGV[11] adaptive recovery ms (0: not adaptive)
+-- ARGV[12] throttle mark ms (how long "a ticket waits on this rate" stays visible)
+-- ARGV[13] 1 when the ticket has had its fair share of time and should hand its slot over
+-- to another domain of the destination that waits for one
+-- Returns {-1} when the ticket's lease is gone (stale or duplicate ticket), else
+-- {now, status, wait_ms, factor_permille, job...}: status 'ok' (the jobs, maybe none),
+-- 'paused' (an operator paused the domain or destination), 'handoff' (another domain of
+-- the destination waits for a slot: end the ticket), 'shrink' (adaptive backoff cut
+-- the destination's connections below this ticket's rank: end the ticket), 'rate' (nothing
+-- admitted; this ticket may wait wait_ms and claim again) or 'yield' (nothing admitted and
+-- another ticket of the destination waits already: end this one).
+-- job = {id, from, smtputf8, attempts, received_ms, body, {rcpt...}}.
 -- The message, body, job and rcpt keys are derived from the prefix (no Redis Cluster).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local token, n, lease, dom, p = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local dest, max_conn = ARGV[6], tonumber(ARGV[7])
+local limit, period, burst = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local recovery, mark_ms, may_hand_off = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
 
 local expiry = redis.call('ZSCORE', KEYS[3], token)
 if not expiry or tonumber(expiry) < now then
@@ -16,8 +32,44 @@ end
 redis.call('ZADD', KEYS[3], 'XX', now + lease, token)
 redis.call('ZADD', KEYS[4], 'XX', now + lease, token)
 
-local out = {now}
+local f = adapt_state(p .. 'adapt:' .. dest, now, recovery)
+local permille = math.floor(f * 1000 + 0.5)
+if redis.call('SISMEMBER', KEYS[5], dom) == 1 or redis.call('SISMEMBER', KEYS[5], dest) == 1 then
+  return {now, 'paused', 0, permille}
+end
+local conn_cap, rate, rate_burst = effective(max_conn, limit, burst, f)
+-- The ticket's rank among the destination's live tickets, by token: stable, unlike the
+-- scores (every renewal moves them), so the same tickets stay and the same one waits.
+local rank = 0
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
+  if other < token then
+    rank = rank + 1
+  end
+end
+if rank >= conn_cap then
+  return {now, 'shrink', 0, permille}
+end
+if may_hand_off == '1' then
+  local oldest = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
+  if oldest and oldest ~= dom then
+    return {now, 'handoff', 0, permille}
+  end
+end
+
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, n)
+if #ids > 0 and rate > 0 then
+  local admitted, wait = gcra(gcra_key(p, dest, rate, period, rate_burst), now, rate, period,
+                              rate_burst, #ids, true)
+  if admitted == 0 then
+    redis.call('SET', p .. 'throttled:' .. dest, token, 'PX', mark_ms)
+    return {now, rank == 0 and 'rate' or 'yield', wait, permille}
+  end
+  for i = #ids, admitted + 1, -1 do
+    ids[i] = nil
+  end
+end
+
+local out = {now, 'ok', 0, permille}
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local job = p .. 'job:' .. id .. ':' .. dom

@@ -1,6 +1,6 @@
 -- renew: a ticket still at work extends its lease and the leases of the jobs it holds.
 --
--- KEYS[1] conn:{dom}  KEYS[2] tickets  KEYS[3] inflight
+-- KEYS[1] conn:{dest}  KEYS[2] tickets  KEYS[3] inflight
 -- ARGV[1] token  ARGV[2] lease ms  ARGV[3..] inflight members ("{id}:{dom}") it holds
 -- Returns 1, or 0 when the ticket's lease is already gone.
 local t = redis.call('TIME')

@@ -1,7 +1,9 @@
 """``mxfleet`` as a real command: bad configuration stops it with exit code 2 and a message
 naming the key; ``mxfleet passwd`` prints a credentials line the ingress accepts."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +89,57 @@ def test_passwd_refuses_an_empty_password() -> None:
     result = run_cli("passwd", "alice", stdin="\n")
     assert result.returncode == 2, result
     assert result.stdout == ""
+
+
+CONFIG = """
+[policy.default]
+max_connections = 4
+[policy.google]
+mx = "*.google.com"
+rate = "20/s"
+burst = 5
+[policy."*.example.net"]
+max_connections = 2
+"""
+
+
+def test_config_show_names_the_destination_and_policy_of_a_domain(tmp_path: Path) -> None:
+    from tests.servers.dns_server import DnsServer
+
+    path = tmp_path / "mxfleet.toml"
+    path.write_text(CONFIG)
+    dns = DnsServer().start()
+    try:
+        dns.add_mx("gmail.test", [(5, "gmail-smtp-in.l.google.com"), (10, "alt1.l.google.com")])
+        dns.add_a("gmail-smtp-in.l.google.com", "127.0.0.2")
+        dns.add_a("alt1.l.google.com", "127.0.0.3")
+        dns.add_mx("hosted.test", [(10, "mx.hosting.test")])
+        dns.add_a("mx.hosting.test", "127.0.0.4")
+        env = {
+            "MXFLEET_CONFIG": str(path),
+            "MXFLEET_DNS_SERVERS": dns.address,
+            "MXFLEET_ALLOW_PRIVATE_MX": "true",
+        }
+        google = run_cli("config", "show", "gmail.test", env=env)
+        hosted = run_cli("config", "show", "hosted.test", "--json", env=env)
+        suffix = run_cli("config", "show", "a.example.net", env=env)
+    finally:
+        dns.stop()
+    assert google.returncode == 0, google.stderr
+    assert "destination  policy:google  (mx *.google.com)" in google.stdout
+    assert re.search(r"rate\s+20/s\s+policy\.google", google.stdout)
+    assert re.search(r"max_connections\s+4\s+policy\.default", google.stdout)
+    assert hosted.returncode == 0, hosted.stderr
+    document = json.loads(hosted.stdout)
+    assert (document["destination"], document["why"]) == ("mx.hosting.test", "site")
+    assert document["settings"]["max_connections"] == 4
+    assert "destination  policy:*.example.net  (suffix *.example.net)" in suffix.stdout
+
+
+def test_config_show_refuses_a_bad_policy_with_exit_code_2(tmp_path: Path) -> None:
+    path = tmp_path / "mxfleet.toml"
+    path.write_text('[policy.g]\nmx = "*.g.test"\nrate = "often"\n')
+    result = run_cli("config", "show", env={"MXFLEET_CONFIG": str(path)})
+    assert result.returncode == 2
+    assert "policy.g.rate" in result.stderr
+    assert "'often' is not a rate" in result.stderr

@@ -4,13 +4,15 @@ import redis
 
 from shared.keys import Keys
 from shared.message import new_queue_id
-from shared.spool import Envelope, Outcome
+from shared.spool import Envelope, Outcome, Shaping
 from tests.servers.redis_server import RedisServer
 from tests.servers.spool_client import SpoolClient
 from tests.servers.wait import wait_until
-from workers.store import Store
+from workers.store import Job, Store
 
-LIMITS = {"max_conn": 2, "lease_ms": 60_000, "hold_ms": 5_000, "batch": 10, "max_tickets": 100}
+LIMITS = {"lease_ms": 60_000, "hold_ms": 5_000, "batch": 10, "max_tickets": 100}
+DEST = "mx.dest.test"
+SHAPING = Shaping(DEST, max_connections=2)
 
 
 def make_store(redis_server: RedisServer) -> Store:
@@ -27,6 +29,11 @@ def accept(store: Store, domain: str = "dest.test", rcpts: int = 1) -> str:
     return msg_id
 
 
+def claim(store: Store, token: str, lease_ms: int) -> list[Job] | None:
+    claimed = store.claim("dest.test", token, SHAPING, count=10, lease_ms=lease_ms)
+    return None if claimed is None else claimed.jobs
+
+
 def event(msg_id: str) -> dict[str, str | int]:
     return {"id": msg_id, "verdict": "test"}
 
@@ -35,8 +42,8 @@ def test_dispatch_claim_complete_release(redis_server: RedisServer, spool: Spool
     store = make_store(redis_server)
     msg_id = accept(store, rcpts=2)
     assert store.due_domains(10) == ["dest.test"]
-    assert store.dispatch("dest.test", "t1", **LIMITS)[0] == "issued"
-    jobs = store.claim("dest.test", "t1", 10, 60_000)
+    assert store.dispatch("dest.test", "t1", SHAPING, **LIMITS)[0] == "issued"
+    jobs = claim(store, "t1", 60_000)
     assert jobs is not None
     (job,) = jobs
     assert (job.msg_id, job.sender, job.recipients) == (
@@ -45,7 +52,7 @@ def test_dispatch_claim_complete_release(redis_server: RedisServer, spool: Spool
     assert job.body == b"Subject: x\r\n\r\nbody\r\n"
     outcome = Outcome(delivered=job.recipients, last_reply="250 ok")
     assert store.complete(job, "t1", outcome, next_ms=0, events_maxlen=1000, event=event(msg_id))
-    store.release("dest.test", "t1")
+    store.release("dest.test", DEST, "t1")
     assert spool.keys(f"mxf:*{msg_id}*") == []
     assert spool.hget("mxf:stats", "delivered") == b"2"
     assert spool.hget("mxf:stats", "jobs") == b"0"
@@ -57,7 +64,7 @@ def test_a_ticket_without_its_lease_does_nothing(
 ) -> None:
     store = make_store(redis_server)
     accept(store)
-    assert store.claim("dest.test", "never-issued", 10, 60_000) is None
+    assert claim(store, "never-issued", 60_000) is None
     assert spool.zcard("mxf:sched:dest.test") == 1  # untouched
     assert spool.zcard("mxf:inflight") == 0
 
@@ -66,10 +73,10 @@ def test_connection_slots_are_capped(redis_server: RedisServer, spool: SpoolClie
     store = make_store(redis_server)
     for _ in range(30):
         accept(store)
-    verdicts = [store.dispatch("dest.test", f"t{n}", **LIMITS)[0] for n in range(3)]
+    verdicts = [store.dispatch("dest.test", f"t{n}", SHAPING, **LIMITS)[0] for n in range(3)]
     assert verdicts == ["issued", "issued", "full"]
-    store.release("dest.test", "t0")
-    assert store.dispatch("dest.test", "t3", **LIMITS)[0] == "issued"
+    store.release("dest.test", DEST, "t0")
+    assert store.dispatch("dest.test", "t3", SHAPING, **LIMITS)[0] == "issued"
 
 
 def test_completion_after_a_lost_lease_is_refused(
@@ -77,8 +84,8 @@ def test_completion_after_a_lost_lease_is_refused(
 ) -> None:
     store = make_store(redis_server)
     msg_id = accept(store)
-    store.dispatch("dest.test", "t1", **{**LIMITS, "lease_ms": 50})
-    jobs = store.claim("dest.test", "t1", 10, 50)
+    store.dispatch("dest.test", "t1", SHAPING, **{**LIMITS, "lease_ms": 50})
+    jobs = claim(store, "t1", 50)
     assert jobs
     wait_until(lambda: store.reap() == 1, timeout=5)  # the worker is judged dead
     assert spool.zscore("mxf:sched:dest.test", msg_id) is not None  # back in its schedule
@@ -93,8 +100,8 @@ def test_deferral_reschedules_and_records_an_event(
 ) -> None:
     store = make_store(redis_server)
     msg_id = accept(store, rcpts=2)
-    store.dispatch("dest.test", "t1", **LIMITS)
-    (job,) = store.claim("dest.test", "t1", 10, 60_000) or []
+    store.dispatch("dest.test", "t1", SHAPING, **LIMITS)
+    (job,) = claim(store, "t1", 60_000) or []
     later = store.now_ms() + 60_000
     outcome = Outcome(
         delivered=["r0@dest.test"], deferred=["r1@dest.test"], last_reply="451 4.3.0 later"
@@ -109,5 +116,5 @@ def test_deferral_reschedules_and_records_an_event(
     ((_, fields),) = spool.xrange(Keys().events)
     assert fields[b"id"] == msg_id.encode()
     assert fields[b"attempt"] == b"1"
-    store.release("dest.test", "t1")
-    assert store.dispatch("dest.test", "t2", **LIMITS)[0] == "later"
+    store.release("dest.test", DEST, "t1")
+    assert store.dispatch("dest.test", "t2", SHAPING, **LIMITS)[0] == "later"

@@ -2,6 +2,7 @@
 server and SMTP sinks on 127.0.0.N: the end-to-end rig."""
 
 import os
+import re
 import signal
 import smtplib
 import subprocess
@@ -35,6 +36,11 @@ class Role:
             self.process.kill()
             self.process.wait(10)
 
+    def metrics_port(self) -> int | None:
+        """The port of its /metrics endpoint, from its ``event=started`` log line."""
+        found = re.search(r"event=started .*metrics=[^ ]*:(\d+)", self.log.read_text())
+        return int(found.group(1)) if found else None
+
     def stop(self, timeout: float = 30.0) -> int:
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
@@ -58,6 +64,7 @@ class Fleet:
     roles: list[Role] = field(default_factory=list)
     sinks: dict[str, SmtpSink] = field(default_factory=dict)
     smtp_port: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. SSL_CERT_FILE
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {key: os.environ[key] for key in _KEEP if key in os.environ}
@@ -78,7 +85,15 @@ class Fleet:
             }
         )
         env.update({f"MXFLEET_{k.upper()}": v for k, v in {**self.settings, **extra}.items()})
+        env.update(self.extra_env)
         return env
+
+    def config(self, toml: str) -> Path:
+        """Write the TOML configuration file every role started after this reads."""
+        path = self.workdir / "mxfleet.toml"
+        path.write_text(toml, "utf-8")
+        self.settings["config"] = str(path)
+        return path
 
     def start(self, role: str, **settings: str) -> Role:
         extra = dict(settings)
@@ -109,12 +124,14 @@ class Fleet:
         except OSError:
             return False
 
-    def up(self, **settings: str) -> "Fleet":
-        """One ingress, one dispatcher, one worker."""
+    def up(self, *, dispatchers: int = 1, workers: int = 1, **settings: str) -> "Fleet":
+        """One ingress, and dispatchers and workers (one each by default)."""
         self.settings.update(settings)
         self.start("ingress")
-        self.start("dispatcher")
-        self.start("worker")
+        for _ in range(dispatchers):
+            self.start("dispatcher")
+        for _ in range(workers):
+            self.start("worker")
         return self
 
     def sink(self, domain: str, host: str, behaviour: Behaviour | None = None,
@@ -144,12 +161,13 @@ class Fleet:
 
     def spool_empty(self) -> bool:
         """No message, job, lease or due domain left: only the cluster's counters, its
-        events stream and the leader lock stay."""
+        events stream, the leader lock and shaping state (which expires) stay."""
         client = self.client()
         leftovers = [
             key
             for key in client.keys("mxf:*")
-            if key not in (b"mxf:stats", b"mxf:events", b"mxf:leader")
+            if key not in (b"mxf:stats", b"mxf:events", b"mxf:leader", b"mxf:adapted")
+            and not key.startswith((b"mxf:gcra:", b"mxf:adapt:", b"mxf:throttled:"))
         ]
         return not leftovers
 

@@ -166,10 +166,10 @@ def test_unknown_environment_variable_is_named() -> None:
 
 
 def test_every_unknown_environment_variable_is_named_in_order() -> None:
-    message = refusal({"MXFLEET_ZZZ": "1", "MXFLEET_POLICY__DEFAULT__RATE": "5/s"})
+    message = refusal({"MXFLEET_ZZZ": "1", "MXFLEET_POLICIES__DEFAULT__RATE": "5/s"})
     assert message == (
         "invalid configuration:\n"
-        "  MXFLEET_POLICY__DEFAULT__RATE: unknown setting\n"
+        "  MXFLEET_POLICIES__DEFAULT__RATE: unknown setting\n"
         "  MXFLEET_ZZZ: unknown setting"
     )
 

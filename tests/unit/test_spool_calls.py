@@ -114,7 +114,7 @@ def test_custom_prefix_reaches_every_key() -> None:
 # --- the calls read the way accept.lua reads them -----------------------------------------
 
 
-Arg = str | int | bytes
+Arg = str | int | float | bytes
 
 
 def read_accept(call: Call) -> tuple[dict[Arg, Arg], dict[str, list[Arg]]]:
