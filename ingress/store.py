@@ -7,6 +7,8 @@ and leaves nothing half-written.
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -18,7 +20,7 @@ from shared.errors import SpoolFull, SpoolUnavailable
 from shared.keys import Keys
 from shared.redis_conn import info_int
 from shared.settings import Settings
-from shared.spool import Envelope, accept_call, discard_call, script
+from shared.spool import Envelope, accept_call, discard_call, heartbeat_call, script
 
 logger = logging.getLogger("mxfleet.ingress.store")
 
@@ -66,6 +68,9 @@ class Store:
         self._keys = Keys(settings.redis_key_prefix)
         self._accept = client.register_script(script("accept"))
         self._discard = client.register_script(script("discard"))
+        self._heartbeat = client.register_script(script("heartbeat"))
+        self._member = f"ingress:{socket.gethostname()}:{os.getpid()}"
+        self._started_ms = int(time.time() * 1000)
         self.health = SpoolHealth()
 
     async def check(self) -> SpoolHealth:
@@ -85,10 +90,26 @@ class Store:
         return health
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Check the spool's health forever (a background task)."""
+        """Check the spool's health forever, and say this process is alive (a background
+        task)."""
         while True:
-            await self.check()
+            health = await self.check()
+            if health.reachable:
+                await self.beat()
             await asyncio.sleep(interval)
+
+    async def beat(self) -> None:
+        """A heartbeat for ``mxfleet status``; a failure only waits for the next one."""
+        host, pid = self._member.split(":")[1:]
+        fields: dict[str, str | int] = {
+            "role": "ingress", "host": host, "pid": pid, "started_ms": self._started_ms,
+            "ready": int(self.health.ready),
+        }  # fmt: skip
+        keys, args = heartbeat_call(self._keys, self._member, fields)
+        try:
+            await self._heartbeat(keys=keys, args=args)
+        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+            log.event(logger, "heartbeat_failed", logging.DEBUG, error=exc)
 
     async def accept(self, msg_id: str, envelope: Envelope, body: bytes) -> None:
         """Store the message and its jobs durably, or raise SpoolUnavailable/SpoolFull."""

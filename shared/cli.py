@@ -21,6 +21,12 @@ from shared.passwords import hash_password
 from shared.settings import Settings, SettingsError, load_settings
 
 ROLES = {"ingress": "ingress.main", "dispatcher": "workers.dispatcher", "worker": "workers.main"}
+# Operator tools: each module has configure(parser) and run(settings, args) -> exit code.
+TOOLS = {
+    "queue": ("workers.queue_cli", "inspect and steer the queue"),
+    "status": ("workers.status_cli", "cluster health: Redis, processes, backlog, recent rates"),
+    "events": ("workers.events_cli", "delivery events: print them, follow them, post to a webhook"),
+}
 UP_DEFAULTS = {
     "MXFLEET_LISTEN": "127.0.0.1:2525",
     "MXFLEET_METRICS_LISTEN": "127.0.0.1:9100",
@@ -108,7 +114,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return code
 
 
-def parser() -> argparse.ArgumentParser:
+def cmd_tool(args: argparse.Namespace) -> int:
+    settings = _settings()
+    code: int = importlib.import_module(TOOLS[args.command][0]).run(settings, args)
+    return code
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only the tool named by ``command`` is imported (roles never
+    import the operator tools)."""
     top = argparse.ArgumentParser(prog="mxfleet", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="single-node cluster (embedded Redis unless configured)")
@@ -127,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("domain", nargs="?", help="a recipient domain (its MX may be looked up)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_config)
+    for name, (module, summary) in TOOLS.items():
+        tool = sub.add_parser(name, help=summary, description=summary)
+        if name == command:
+            importlib.import_module(module).configure(tool)
+        tool.set_defaults(func=cmd_tool)
     passwd = sub.add_parser("passwd", help="print a credentials-file line for SMTP AUTH")
     passwd.add_argument("user")
     passwd.set_defaults(func=cmd_passwd)
@@ -134,7 +153,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(argv[0] if argv else None).parse_args(argv)
     if args.func is None:
         return run_role(args.command)
     result: int = args.func(args)

@@ -28,6 +28,10 @@
 {p}tickets           ZSET    ticket token → lease expiry ms (every outstanding ticket)
 {p}events            STREAM  one entry per delivery attempt (MAXLEN ~ events_maxlen)
 {p}leader            STRING  the leading dispatcher's id (PX lease)
+{p}nodes             ZSET    "{role}:{host}:{pid}" → last heartbeat ms (every process)
+{p}node:{member}     HASH    role, host, pid, started_ms, seen_ms, ... (PX: gone when dead)
+{p}dest              HASH    domain → "destination policy" as the dispatcher last resolved it
+{p}stats:{n}         HASH    the counters of stats for the 10 s starting at n * 10 s (1 h TTL)
 {p}stats             HASH    cluster counters: accepted, jobs (open now), delivered,
                              deferred, bounced, reaped, lease_lost, dsn, tickets (ended)
 ```
@@ -104,6 +108,21 @@ class Keys:
     @property
     def events(self) -> str:
         return f"{self.prefix}events"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}nodes"
+
+    def node(self, member: str) -> str:
+        return f"{self.prefix}node:{member}"
+
+    @property
+    def dest(self) -> str:
+        return f"{self.prefix}dest"
+
+    def stats_bucket(self, start_ms: int) -> str:
+        """The 10-second bucket of the counters that holds ``start_ms``."""
+        return f"{self.prefix}stats:{start_ms // 10_000}"
 
     @property
     def leader(self) -> str:

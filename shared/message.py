@@ -44,6 +44,19 @@ def new_queue_id(now: float | None = None) -> str:
     return "".join(reversed(chars))
 
 
+def queue_id_ms(msg_id: str) -> int | None:
+    """When a queue id was made (ms since the epoch), or None if it is not one of ours."""
+    if len(msg_id) != 26:
+        return None
+    value = 0
+    for char in msg_id.upper():
+        digit = _CROCKFORD.find(char)
+        if digit < 0:
+            return None
+        value = value << 5 | digit
+    return value >> 80
+
+
 def normalise_domain(domain: str) -> str:
     """Lower-case A-label form of a domain (IDNA), used as the job's destination key."""
     domain = domain.rstrip(".")

@@ -22,7 +22,13 @@ Ingress:
 
 Queue (the leading dispatcher): ``mxfleet_queue_jobs``, ``mxfleet_queue_inflight_jobs``,
 ``mxfleet_queue_scheduled_jobs``, ``mxfleet_queue_due_domains``,
-``mxfleet_queue_oldest_age_seconds``.
+``mxfleet_queue_oldest_age_seconds``; per policy (sampled every few seconds):
+``mxfleet_queue_policy_jobs{policy}`` (scheduled jobs) and
+``mxfleet_queue_policy_overdue_seconds{policy}`` (how long its earliest due job has waited
+past its due time: grows while a destination is throttled, paused or failing).
+Cluster (the leading dispatcher): ``mxfleet_cluster_processes{role}`` (processes whose
+heartbeat is fresh), ``mxfleet_redis_used_memory_bytes``, ``mxfleet_redis_maxmemory_bytes``
+(0: no limit).
 
 Dispatcher: ``mxfleet_dispatcher_leader``, ``mxfleet_dispatcher_tickets_total{verdict}``
 (``issued``, ``empty``, ``busy``, ``later``, ``full``, ``saturated``),
@@ -83,6 +89,18 @@ QUEUE_DUE_DOMAINS = Gauge("mxfleet_queue_due_domains", "Destinations with work d
 QUEUE_OLDEST_AGE = Gauge(
     "mxfleet_queue_oldest_age_seconds", "Age of the oldest message not yet finished"
 )
+
+QUEUE_POLICY_JOBS = Gauge(
+    "mxfleet_queue_policy_jobs", "Scheduled jobs of the policy's destinations", ["policy"]
+)
+QUEUE_POLICY_OVERDUE = Gauge(
+    "mxfleet_queue_policy_overdue_seconds",
+    "How long the policy's earliest due job has waited past its due time",
+    ["policy"],
+)
+CLUSTER_PROCESSES = Gauge("mxfleet_cluster_processes", "Processes with a fresh heartbeat", ["role"])
+REDIS_USED_MEMORY = Gauge("mxfleet_redis_used_memory_bytes", "Memory the spool's Redis uses")
+REDIS_MAXMEMORY = Gauge("mxfleet_redis_maxmemory_bytes", "The spool's Redis maxmemory (0: none)")
 
 # --- dispatcher ----------------------------------------------------------------------------
 DISPATCHER_LEADER = Gauge("mxfleet_dispatcher_leader", "1 while this dispatcher leads")

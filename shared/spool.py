@@ -189,3 +189,29 @@ def renew_call(keys: Keys, destination: str, token: str, lease_ms: int, members:
 def reap_call(keys: Keys, limit: int = 1000) -> Call:
     """KEYS and ARGV of ``reap.lua``."""
     return [keys.inflight, keys.due, keys.stats], [keys.prefix, limit]
+
+
+HEARTBEAT_TTL_MS = 15_000  # a process unseen this long is gone (heartbeats every 1-2 s)
+
+
+def heartbeat_call(keys: Keys, member: str, fields: dict[str, str | int]) -> Call:
+    """KEYS and ARGV of ``heartbeat.lua``; ``member`` is ``{role}:{host}:{pid}``."""
+    args: list[str | int | float | bytes] = [member, HEARTBEAT_TTL_MS]
+    for name, value in fields.items():
+        args += [name, value]
+    return [keys.nodes, keys.node(member)], args
+
+
+def drop_call(keys: Keys, msg_id: str, domain: str, why: str, events_maxlen: int) -> Call:
+    """KEYS and ARGV of ``drop.lua`` (``why``: deleted, bounced, purged)."""
+    names = [
+        keys.job(msg_id, domain), keys.rcpt(msg_id, domain), keys.msg(msg_id),
+        keys.body(msg_id), keys.sched(domain), keys.inflight, keys.stats, keys.queue,
+        keys.events,
+    ]  # fmt: skip
+    return names, [msg_id, domain, why, events_maxlen]
+
+
+def reschedule_call(keys: Keys, domain: str, msg_ids: list[str] | None = None) -> Call:
+    """KEYS and ARGV of ``reschedule.lua`` (no ids: every job of the domain)."""
+    return [keys.sched(domain), keys.due], [domain, *(msg_ids or [])]

@@ -31,13 +31,15 @@ from shared.settings import Settings, parse_nameserver
 from workers import shaping
 from workers.app import QUEUE, TICKET_TASK, make_app
 from workers.destinations import DestinationMap
+from workers.heartbeat import Heartbeat, live_counts
 from workers.mx import MxResolver
-from workers.store import Store, queue_figures
+from workers.store import Store, policy_backlog, queue_figures
 
 logger = logging.getLogger("mxfleet.dispatcher")
 
 LEADER_TTL_MS = 10_000
 HOLD_MS = 5_000  # a served domain leaves the due set this long (a ticket's end brings it back)
+BACKLOG_EVERY = 5.0  # seconds between two samples of the per-policy backlog
 
 
 class Dispatcher:
@@ -52,13 +54,23 @@ class Dispatcher:
         self.leading = False
         self.stop = threading.Event()
         self._gauges_at = 0.0
+        self._backlog_at = 0.0
+        self._beat_at = 0.0
+        self._mapped: dict[str, str] = {}  # domain → destination written to mxf:dest
+        self.heartbeat = Heartbeat(store, "dispatcher")
 
     def step(self) -> int:
         """One round; returns the number of tickets issued."""
         leading = self.store.lead(self.me, LEADER_TTL_MS)
+        if time.monotonic() - self._beat_at > 1.0:
+            self._beat_at = time.monotonic()
+            self.heartbeat.fields["leader"] = int(leading)
+            self.heartbeat.beat()
         if leading != self.leading:
             self.leading = leading
             metrics.DISPATCHER_LEADER.set(int(leading))
+            if not leading:
+                _clear_leader_gauges()
             log.event(logger, "leader" if leading else "follower", id=self.me)
         if not leading:
             return 0
@@ -88,6 +100,7 @@ class Dispatcher:
             max_tickets=s.max_tickets,
         )
         metrics.DISPATCHER_TICKETS.labels(verdict).inc()
+        self._remember(domain, destination.name, policy.name, verdict)
         if verdict in ("rate", "full"):
             reason = "rate" if verdict == "rate" else "connections"
             metrics.SHAPING_DEFERRALS.labels(policy.name, reason).inc()
@@ -101,6 +114,15 @@ class Dispatcher:
             raise
         return 1
 
+    def _remember(self, domain: str, destination: str, policy: str, verdict: str) -> None:
+        """Keep ``mxf:dest`` (domain → destination and policy, for ``mxfleet queue``)."""
+        if verdict == "empty":
+            if self._mapped.pop(domain, None) is not None:
+                self.store.client.hdel(self.store.keys.dest, domain)
+        elif self._mapped.get(domain) != destination:
+            self.store.client.hset(self.store.keys.dest, domain, f"{destination} {policy}")
+            self._mapped[domain] = destination
+
     def _export_gauges(self) -> None:
         self._gauges_at = time.monotonic()
         figures = queue_figures(self.store)
@@ -109,7 +131,28 @@ class Dispatcher:
         metrics.QUEUE_SCHEDULED.set(max(0, figures.jobs - figures.inflight))
         metrics.QUEUE_DUE_DOMAINS.set(figures.due_domains)
         metrics.QUEUE_OLDEST_AGE.set(figures.oldest_age_s)
+        metrics.REDIS_USED_MEMORY.set(figures.used_memory)
+        metrics.REDIS_MAXMEMORY.set(figures.maxmemory)
+        for role, count in live_counts(self.store).items():
+            metrics.CLUSTER_PROCESSES.labels(role).set(count)
         self._export_shaping()
+        if time.monotonic() - self._backlog_at > BACKLOG_EVERY:
+            self._backlog_at = time.monotonic()
+            self._export_backlog()
+
+    def _export_backlog(self) -> None:
+        """Scheduled jobs and overdue time per policy, from the domains with work."""
+        policies = self.settings.policies
+        jobs = dict.fromkeys([policies.default.name, *policies.named], 0)
+        overdue = dict.fromkeys(jobs, 0.0)
+        for row in policy_backlog(self.store):
+            found = self.destinations.lookup(row.domain)
+            name = found.policy.name if found else policies.default.name
+            jobs[name] = jobs.get(name, 0) + row.scheduled
+            overdue[name] = max(overdue.get(name, 0.0), row.overdue_s)
+        for name, count in jobs.items():
+            metrics.QUEUE_POLICY_JOBS.labels(name).set(count)
+            metrics.QUEUE_POLICY_OVERDUE.labels(name).set(overdue[name])
 
     def _export_shaping(self) -> None:
         """Per policy: the lowest adaptive factor among its destinations now, and what it
@@ -138,11 +181,29 @@ class Dispatcher:
                 log.event(logger, "error", logging.ERROR, error=repr(exc))
                 self.leading = False
                 metrics.DISPATCHER_LEADER.set(0)
+                _clear_leader_gauges()
                 self.stop.wait(1.0)
                 continue
             self.stop.wait(0.01 if issued else (0.1 if self.leading else 1.0))
         if self.leading:
             self.store.resign(self.me)
+        self.heartbeat.stop()
+
+
+def _clear_leader_gauges() -> None:
+    """A dispatcher that stops leading stops speaking for the cluster (no stale gauges)."""
+    for gauge in (
+        metrics.QUEUE_JOBS, metrics.QUEUE_INFLIGHT, metrics.QUEUE_SCHEDULED,
+        metrics.QUEUE_DUE_DOMAINS, metrics.QUEUE_OLDEST_AGE, metrics.REDIS_USED_MEMORY,
+        metrics.REDIS_MAXMEMORY,
+    ):  # fmt: skip
+        gauge.set(0)
+    for labelled in (
+        metrics.QUEUE_POLICY_JOBS, metrics.QUEUE_POLICY_OVERDUE, metrics.CLUSTER_PROCESSES,
+        metrics.SHAPING_FACTOR, metrics.SHAPING_EFFECTIVE_RATE,
+        metrics.SHAPING_EFFECTIVE_CONNECTIONS,
+    ):  # fmt: skip
+        labelled.clear()
 
 
 def main(settings: Settings) -> int:

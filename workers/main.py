@@ -7,6 +7,7 @@ from shared.httpd import HealthServer
 from shared.settings import Settings
 from workers.app import QUEUE, make_app
 from workers.context import install
+from workers.heartbeat import Heartbeat
 
 logger = logging.getLogger("mxfleet.worker")
 
@@ -37,8 +38,12 @@ def main(settings: Settings) -> int:
         "--without-mingle",
         "--without-heartbeat",
     ]
+    heartbeat = Heartbeat(
+        context.store, "worker", threads=settings.worker_concurrency, metrics=health.port
+    ).start()
     try:
         app.worker_main(argv)
     finally:
+        heartbeat.stop()
         health.close()
     return 0

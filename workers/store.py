@@ -19,6 +19,7 @@ from shared.spool import (
     claim_call,
     complete_call,
     dispatch_call,
+    heartbeat_call,
     reap_call,
     release_call,
     renew_call,
@@ -37,7 +38,9 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
 
-_SCRIPTS = ("accept", "dispatch", "claim", "complete", "release", "renew", "reap", "backoff")
+_SCRIPTS = (
+    "accept", "dispatch", "claim", "complete", "release", "renew", "reap", "backoff", "heartbeat",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,10 @@ class Store:
         """Enqueue a message of our own (a DSN) through the same accept script."""
         self._run("accept", accept_call(self.keys, msg_id, envelope, body))
 
+    def heartbeat(self, member: str, fields: dict[str, str | int]) -> None:
+        """Say this process (``{role}:{host}:{pid}``) is alive, for ``mxfleet status``."""
+        self._run("heartbeat", heartbeat_call(self.keys, member, fields))
+
     def now_ms(self) -> int:
         seconds, micros = self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
@@ -178,10 +185,12 @@ class QueueFigures:
     inflight: int
     due_domains: int
     oldest_age_s: float
+    used_memory: int = 0
+    maxmemory: int = 0
 
 
 def queue_figures(store: Store) -> QueueFigures:
-    """The queue gauges, read in one round trip."""
+    """The queue gauges (and the spool's memory), read in one round trip."""
     keys = store.keys
     now_ms = store.now_ms()
     pipe = store.client.pipeline(transaction=False)
@@ -189,6 +198,36 @@ def queue_figures(store: Store) -> QueueFigures:
     pipe.zcard(keys.inflight)
     pipe.zcount(keys.due, "-inf", now_ms)
     pipe.zrange(keys.queue, 0, 0, withscores=True)
-    jobs, inflight, due, oldest = pipe.execute()
+    pipe.info("memory")
+    jobs, inflight, due, oldest, memory = pipe.execute()
     age = (now_ms - oldest[0][1]) / 1000 if oldest else 0.0
-    return QueueFigures(int(jobs or 0), int(inflight), int(due), max(0.0, age))
+    return QueueFigures(
+        int(jobs or 0), int(inflight), int(due), max(0.0, age),
+        int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DomainBacklog:
+    domain: str
+    scheduled: int  # jobs in the domain's schedule
+    overdue_s: float  # how long its earliest job has been due (0: none due yet)
+
+
+def policy_backlog(store: Store, limit: int = 10_000) -> list[DomainBacklog]:
+    """Per domain with work (the due set, at most ``limit``): scheduled jobs and how
+    overdue its earliest one is; two commands per domain, pipelined."""
+    keys = store.keys
+    now_ms = store.now_ms()
+    domains = [_text(d) for d in store.client.zrange(keys.due, 0, limit - 1)]
+    pipe = store.client.pipeline(transaction=False)
+    for domain in domains:
+        pipe.zcard(keys.sched(domain))
+        pipe.zrange(keys.sched(domain), 0, 0, withscores=True)
+    replies = pipe.execute()
+    rows = []
+    for index, domain in enumerate(domains):
+        count, first = replies[2 * index], replies[2 * index + 1]
+        overdue = max(0.0, (now_ms - first[0][1]) / 1000) if first else 0.0
+        rows.append(DomainBacklog(domain, int(count), overdue))
+    return rows

@@ -33,5 +33,10 @@ for d = 0, ndom - 1 do
 end
 redis.call('ZADD', KEYS[5], now, id)
 redis.call('HINCRBY', KEYS[4], 'accepted', 1)
+-- The last minute's figures (mxfleet status): 10 s buckets beside the totals, kept an hour.
+local bucket = KEYS[4] .. ':' .. math.floor(now / 10000)
+if redis.call('HINCRBY', bucket, 'accepted', 1) == 1 then
+  redis.call('EXPIRE', bucket, 3600)
+end
 redis.call('HINCRBY', KEYS[4], 'jobs', ndom)
 return now

@@ -34,11 +34,15 @@ else
   redis.call('ZADD', KEYS[5], next_ms, id)
   redis.call('ZADD', KEYS[7], 'LT', next_ms, dom)
 end
+local t = redis.call('TIME')
+local bucket = KEYS[9] .. ':' .. math.floor(tonumber(t[1]) / 10)  -- as in accept.lua
 for field, count in pairs({delivered = ARGV[7], deferred = ARGV[8], bounced = ARGV[9]}) do
   if tonumber(count) > 0 then
     redis.call('HINCRBY', KEYS[9], field, count)
+    redis.call('HINCRBY', bucket, field, count)
   end
 end
+redis.call('EXPIRE', bucket, 3600)
 local event = {'attempt', attempts}
 for i = 11 + k, #ARGV do
   event[#event + 1] = ARGV[i]

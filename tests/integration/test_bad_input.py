@@ -4,6 +4,7 @@ import pytest
 
 from tests.servers.ingress_process import IngressProcess
 from tests.servers.rawsmtp import RawSMTP
+from tests.servers.smtpcheck import spool_keys
 from tests.servers.spool_client import SpoolClient
 
 BAD_MAIL = [
@@ -102,4 +103,4 @@ def test_disconnect_mid_data_stores_nothing(ingress: IngressProcess, spool: Spoo
         smtp.send(b"Subject: cut\r\n\r\nhalf")
     with RawSMTP(ingress.host, ingress.port) as smtp:
         assert smtp.cmd("NOOP")[0] == 250
-    assert spool.keys("mxf:*") == []
+    assert spool_keys(spool) == []

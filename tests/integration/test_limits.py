@@ -8,6 +8,7 @@ from shared.replies import Reply
 from tests.conftest import StartIngress
 from tests.servers.ingress_process import IngressProcess
 from tests.servers.rawsmtp import RawSMTP
+from tests.servers.smtpcheck import spool_keys
 from tests.servers.spool_client import SpoolClient
 from tests.servers.wait import wait_until
 
@@ -109,7 +110,7 @@ def test_overlong_data_line(start_ingress: StartIngress, spool: SpoolClient) -> 
     with RawSMTP(ingress.host, ingress.port) as smtp:
         code, text = smtp.transaction("s@example.test", ["r@dest.test"], b"a" * 999 + b"\r\n")
     assert (code, text) == reply_of(replies.LINE_TOO_LONG_DATA)
-    assert spool.keys("mxf:*") == []
+    assert spool_keys(spool) == []
 
 
 def test_bad_commands_end_the_session(start_ingress: StartIngress) -> None:
@@ -169,7 +170,7 @@ def test_slow_data_times_out_and_frees_the_slot(
     with RawSMTP(ingress.host, ingress.port, source="127.0.0.8") as again:
         assert again.greeting is not None
         assert again.greeting[0] == 220
-    assert spool.keys("mxf:*") == []
+    assert spool_keys(spool) == []
 
 
 def test_mail_loop_is_refused(start_ingress: StartIngress, spool: SpoolClient) -> None:

@@ -5,6 +5,7 @@ import pytest
 from shared import replies
 from tests.servers.ingress_process import IngressProcess
 from tests.servers.rawsmtp import RawSMTP
+from tests.servers.smtpcheck import spool_keys
 from tests.servers.spool_client import SpoolClient
 
 SMUGGLED = (
@@ -62,7 +63,7 @@ def test_bare_lf_line_ending_everywhere_is_refused(
         smtp.send(b"Subject: unix\n\nline\n.\n")
         smtp.send(b"\r\n.\r\n")
         assert smtp.reply()[0] == replies.BARE_NEWLINE.code
-    assert spool.keys("mxf:*") == []
+    assert spool_keys(spool) == []
 
 
 def test_crlf_message_after_a_refused_one_is_stored_intact(

@@ -11,6 +11,7 @@ from shared import replies
 from shared.replies import Reply
 from tests.conftest import StartIngress, StartRedis
 from tests.servers.rawsmtp import RawSMTP
+from tests.servers.smtpcheck import spool_keys
 from tests.servers.wait import wait_until
 
 BODY = b"Subject: durable\r\n\r\nbody\r\n"
@@ -81,9 +82,9 @@ def test_memory_high_water_gives_452_and_recovers(
     used = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory", str(used + 1024 * 1024))  # used is above half of it
     wait_until(lambda: send(ingress.port) == reply_of(replies.SPOOL_FULL), timeout=10)
-    before = sorted(client.keys("mxf:*"))
+    before = sorted(spool_keys(client))
     assert send(ingress.port) == reply_of(replies.SPOOL_FULL)
-    assert sorted(client.keys("mxf:*")) == before  # a refusal writes nothing
+    assert sorted(spool_keys(client)) == before  # a refusal writes nothing
     client.config_set("maxmemory", "0")
     wait_until(lambda: send(ingress.port)[0] == 250, timeout=10)
 
@@ -97,7 +98,7 @@ def test_redis_oom_refusal_gives_452(start_redis: StartRedis, start_ingress: Sta
         assert send(ingress.port) == reply_of(replies.SPOOL_FULL)
     finally:
         client.config_set("maxmemory", "0")
-    assert client.keys("mxf:*") == []
+    assert spool_keys(client) == []
 
 
 def test_aof_off_gives_451(start_redis: StartRedis, start_ingress: StartIngress) -> None:
@@ -106,9 +107,9 @@ def test_aof_off_gives_451(start_redis: StartRedis, start_ingress: StartIngress)
     client = server.client()
     client.config_set("appendonly", "no")
     wait_until(lambda: send(ingress.port) == reply_of(replies.SPOOL_UNAVAILABLE), timeout=10)
-    before = sorted(client.keys("mxf:*"))
+    before = sorted(spool_keys(client))
     assert send(ingress.port) == reply_of(replies.SPOOL_UNAVAILABLE)
-    assert sorted(client.keys("mxf:*")) == before
+    assert sorted(spool_keys(client)) == before
     client.config_set("appendonly", "yes")
     wait_until(lambda: send(ingress.port)[0] == 250, timeout=10)
 
@@ -119,9 +120,9 @@ def test_eviction_policy_gives_451(start_redis: StartRedis, start_ingress: Start
     client = server.client()
     client.config_set("maxmemory-policy", "allkeys-lru")
     wait_until(lambda: send(ingress.port) == reply_of(replies.SPOOL_UNAVAILABLE), timeout=10)
-    before = sorted(client.keys("mxf:*"))
+    before = sorted(spool_keys(client))
     assert send(ingress.port) == reply_of(replies.SPOOL_UNAVAILABLE)
-    assert sorted(client.keys("mxf:*")) == before
+    assert sorted(spool_keys(client)) == before
 
 
 def test_wait_for_replicas(start_redis: StartRedis, start_ingress: StartIngress) -> None:
