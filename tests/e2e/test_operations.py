@@ -186,3 +186,16 @@ def test_purge_needs_yes_then_empties_the_destination(
     assert "purged 3 jobs" in result.stdout
     wait_until(fleet.spool_empty, timeout=20)
     assert not home.messages  # no DSN for a purge
+
+
+def test_events_prints_the_attempts_of_real_traffic(stuck: Stuck) -> None:
+    fleet, _, _, ids = stuck
+    result = cli(fleet, "events", "--count", "10")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    deferred = [e for e in events if e["domain"] == "stuck.test"]
+    assert sorted(e["id"] for e in deferred) == sorted(ids)
+    assert all(e["verdict"] == "deferred" and e["attempt"] == 1 for e in deferred)
+    assert deferred[0]["reply"] == "451 4.7.1 Greylisted, come back in an hour"
+    (fine,) = [e for e in events if e["domain"] == "fine.test"]
+    assert (fine["verdict"], fine["rcpts"]) == ("delivered", ["a@fine.test"])

@@ -25,6 +25,9 @@ class RawSMTP:
         self.sock = socket.create_connection(
             (host, port), timeout=timeout, source_address=(source, 0) if source else None
         )
+        # Each write leaves at once: without this, the final "." after the data waits for
+        # the server's delayed ACK (Nagle), 40 ms per message.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = b""
         self.greeting = self.reply() if read_greeting else None
 
