@@ -2,7 +2,7 @@
 
 import logging
 
-from shared import log
+from shared import log, metrics  # registered now: /metrics lists them before the first ticket
 from shared.httpd import HealthServer
 from shared.settings import Settings
 from workers.app import QUEUE, make_app
@@ -14,6 +14,7 @@ logger = logging.getLogger("mxfleet.worker")
 
 def main(settings: Settings) -> int:
     context = install(settings)
+    metrics.DELIVERY_TICKETS.labels("done")  # the series exist (at 0) from the start
     app = make_app(settings)
 
     def ready() -> tuple[bool, str]:

@@ -5,11 +5,13 @@ import json
 import smtplib
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 
 from shared.replies import Reply
 from tests.servers.fleet import Fleet
+from tests.servers.httpprobe import try_get
 from tests.servers.smtp_sink import Behaviour, SmtpSink
 from tests.servers.wait import wait_until
 
@@ -199,3 +201,28 @@ def test_events_prints_the_attempts_of_real_traffic(stuck: Stuck) -> None:
     assert deferred[0]["reply"] == "451 4.7.1 Greylisted, come back in an hour"
     (fine,) = [e for e in events if e["domain"] == "fine.test"]
     assert (fine["verdict"], fine["rcpts"]) == ("delivered", ["a@fine.test"])
+
+
+def test_every_role_serves_health_readiness_and_metrics(fleet: Fleet) -> None:
+    fleet.up()
+    ports: dict[str, int] = {}
+    for role in fleet.roles:
+        port = wait_until(role.metrics_port, timeout=15)
+        assert port is not None
+        ports[role.name] = port
+    assert sorted(ports) == ["dispatcher", "ingress", "worker"]
+    for name, port in ports.items():
+        assert try_get(port, "/healthz") == (200, "ok\n"), name
+        wait_until(partial(_status_is, port, 200), timeout=10)
+        answer = try_get(port, "/metrics")
+        assert answer is not None
+        assert "mxfleet_" in answer[1], name
+    fleet.redis.kill()  # readiness follows Redis; liveness does not
+    for name, port in ports.items():
+        wait_until(partial(_status_is, port, 503), timeout=15)
+        assert try_get(port, "/healthz") == (200, "ok\n"), name
+
+
+def _status_is(port: int, status: int) -> bool:
+    answer = try_get(port, "/readyz")
+    return answer is not None and answer[0] == status

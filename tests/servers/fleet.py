@@ -37,8 +37,8 @@ class Role:
             self.process.wait(10)
 
     def metrics_port(self) -> int | None:
-        """The port of its /metrics endpoint, from its ``event=started`` log line."""
-        found = re.search(r"event=started .*metrics=\S*:(\d+)", self.log.read_text())
+        """The port of its /metrics endpoint, from its start-up log line."""
+        found = re.search(r"event=(?:started|listening) .*metrics=\S*:(\d+)", self.log.read_text())
         return int(found.group(1)) if found else None
 
     def stop(self, timeout: float = 30.0) -> int:
