@@ -215,3 +215,8 @@ def drop_call(keys: Keys, msg_id: str, domain: str, why: str, events_maxlen: int
 def reschedule_call(keys: Keys, domain: str, msg_ids: list[str] | None = None) -> Call:
     """KEYS and ARGV of ``reschedule.lua`` (no ids: every job of the domain)."""
     return [keys.sched(domain), keys.due], [domain, *(msg_ids or [])]
+
+
+def unclaim_call(keys: Keys, domain: str, token: str, msg_ids: list[str]) -> Call:
+    """KEYS and ARGV of ``unclaim.lua``."""
+    return [keys.sched(domain), keys.inflight, keys.due], [token, domain, keys.prefix, *msg_ids]

@@ -53,15 +53,22 @@ class Connector:
             return self.targets[self._index].host
         return None
 
-    def send_many(self, items: list[Outgoing], on_done: Callable[[int, Replies], None]) -> None:
+    def send_many(
+        self, items: list[Outgoing], on_done: Callable[[int, Replies], None],
+        stop: Callable[[], bool] | None = None,
+    ) -> None:  # fmt: skip
         """Transactions in order, pipelined across messages (RFC 2920 §3.1). ``on_done(i,
         replies)`` gets a reply for every recipient of item i as soon as all are final (a
-        deferral for those no host took), so the caller can record it at once."""
+        deferral for those no host took), so the caller can record it at once. Once
+        ``stop()`` says True, the message in progress is finished and the items not begun
+        get no ``on_done`` (the caller gives them back)."""
         results: list[Replies] = [{} for _ in items]
         pending = {index: list(item.recipients) for index, item in enumerate(items)}
         todo = list(range(len(items)))
         fruitless = 0
         while todo and fruitless < 2:
+            if stop is not None and stop():
+                return
             client = self._connect()
             if client is None:
                 break
@@ -73,14 +80,16 @@ class Connector:
                 on_done(now[k], results[now[k]])
 
             try:
-                client.send_many(batch, finished)
+                sent = len(client.send_many(batch, finished, stop))
             except ConnectionLost as exc:
                 todo = self._resume(exc, now, later, results, pending, on_done)
                 fruitless = 0 if exc.deliveries else fruitless + 1
                 continue
-            self._sent_on_client += len(batch)
+            self._sent_on_client += sent
             self._losses = 0
             todo = later
+            if sent < len(batch) or (stop is not None and stop()):
+                return  # stopping: what was not begun stays with the caller
         for index in todo:
             for rcpt in pending[index]:
                 results[index].setdefault(rcpt, self.last_failure)

@@ -22,6 +22,9 @@ class Context:
     store: Store
     resolver: MxResolver
     _credentials: dict[Path, Credentials] = field(default_factory=dict)
+    # Set when the worker shuts down: tickets finish the message in progress, give back
+    # the rest and end (Kubernetes' SIGTERM, Celery's warm shutdown).
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def credentials(self, policy: Policy) -> Credentials | None:
         """The smarthost credentials of a policy (read once per process; the settings

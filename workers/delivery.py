@@ -70,7 +70,7 @@ def run_ticket(
     route: Connector | Reply | None = None
     not_before_ms = 0
     try:
-        while claim is not None:
+        while claim is not None and not ctx.stopping.is_set():
             if claim.status in ("rate", "yield"):
                 if claim.status == "rate" and claim.wait_ms <= MAX_PAUSE_MS:
                     time.sleep(claim.wait_ms / 1000)
@@ -84,6 +84,9 @@ def run_ticket(
             keeper.hold(claim.jobs)
             route = route or _route(ctx, ticket)
             _deliver_batch(ctx, ticket, route, claim.jobs, keeper)
+            if ctx.stopping.is_set():
+                _give_back(ctx, ticket, keeper)
+                break
             if keeper.lost or time.monotonic() > deadline:
                 break
             claim = _claim(ctx, ticket, lease_ms, time.monotonic() - started > FAIR_SHARE)
@@ -97,6 +100,14 @@ def run_ticket(
         ctx.store.release(domain, destination, token, not_before_ms)
     metrics.DELIVERY_TICKETS.labels("done").inc()
     return "done"
+
+
+def _give_back(ctx: Context, ticket: Ticket, keeper: LeaseKeeper) -> None:
+    """Shutting down: the jobs claimed but not attempted go back, due now."""
+    ids = [member.rsplit(":", 1)[0] for member in keeper.held()]
+    if ids:
+        back = ctx.store.unclaim(ticket.domain, ticket.token, ids)
+        log.event(logger, "gave_back", domain=ticket.domain, jobs=back, reason="shutdown")
 
 
 def _claim(ctx: Context, ticket: Ticket, lease_ms: int, hand_off: bool = False) -> Claim | None:
@@ -163,7 +174,7 @@ def _deliver_batch(
             started = now
             signals.extend(r for r in replies[owner].values() if shaping.is_backoff_signal(r))
 
-    route.send_many(items, done)
+    route.send_many(items, done, ctx.stopping.is_set)
     signals.extend(r for r in route.drops if shaping.is_backoff_signal(r))
     route.drops.clear()
     if signals:

@@ -31,6 +31,11 @@ class LeaseKeeper:
         with self._lock:
             self._held.discard(job.member)
 
+    def held(self) -> list[str]:
+        """The ``{id}:{dom}`` members still held (claimed, not recorded)."""
+        with self._lock:
+            return sorted(self._held)
+
     def _run(self) -> None:
         interval = self._lease_ms / 3000
         while not self._stop.wait(interval):

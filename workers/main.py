@@ -2,6 +2,8 @@
 
 import logging
 
+from celery.signals import worker_shutting_down
+
 from shared import log, metrics  # registered now: /metrics lists them before the first ticket
 from shared.httpd import HealthServer
 from shared.settings import Settings
@@ -39,6 +41,9 @@ def main(settings: Settings) -> int:
         "--without-mingle",
         "--without-heartbeat",
     ]
+    # SIGTERM starts Celery's warm shutdown, which waits for running tickets: make them
+    # finish the message in progress and give the rest back, instead of the whole budget.
+    worker_shutting_down.connect(lambda **_: context.stopping.set(), weak=False)
     heartbeat = Heartbeat(
         context.store, "worker", threads=settings.worker_concurrency, metrics=health.port
     ).start()

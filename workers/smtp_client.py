@@ -82,6 +82,7 @@ class SmtpClient(SmtpConnection):
         self,
         messages: Sequence[Outgoing],
         on_delivery: Callable[[int, Delivery], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> list[Delivery]:
         """:meth:`send` for each message in turn, with fewer round trips; the same verdicts.
 
@@ -94,13 +95,19 @@ class SmtpClient(SmtpConnection):
         ``on_delivery(i, delivery)`` is called as soon as message i's verdict is final, before
         the next message's data goes out, so a caller can record it at once and keep the
         duplicate window at one message (DESIGN invariant 3).
+
+        ``stop()`` is asked before each message is begun: once it says True, the message in
+        progress is finished and the rest are not sent (fewer deliveries come back).
         """
         deliveries: list[Delivery] = _Reporting(on_delivery)
+        stop = stop or _never
         try:
             if self.extensions.pipelining and not self.closed:
-                self._send_overlapped(messages, deliveries)
+                self._send_overlapped(messages, deliveries, stop)
             else:
                 for m in messages:
+                    if stop():
+                        break
                     deliveries.append(
                         self.send(
                             m.sender,
@@ -115,12 +122,16 @@ class SmtpClient(SmtpConnection):
             raise
         return deliveries
 
-    def _send_overlapped(self, messages: Sequence[Outgoing], deliveries: list[Delivery]) -> None:
+    def _send_overlapped(
+        self, messages: Sequence[Outgoing], deliveries: list[Delivery], stop: Callable[[], bool]
+    ) -> None:
         """The pipelined batch: appends each message's Delivery as soon as it is final."""
         held: tuple[Transaction, bytes] | None = None  # data that rides with the next write
         current = Transaction(())  # the message a lost connection interrupts
         try:
             for message in messages:
+                if stop():
+                    break
                 txn, smtputf8, refusal = self._prepare(message)
                 if refusal is not None:
                     if held is not None:  # keep the order: finish the held message first
@@ -273,6 +284,10 @@ class SmtpClient(SmtpConnection):
     def _expect_ok(self, reply: Reply) -> None:
         if reply.code // 100 != 2:
             raise self._failure(reply)
+
+
+def _never() -> bool:
+    return False
 
 
 def _describe(exc: ConnectionLost, txn: Transaction) -> None:

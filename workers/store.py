@@ -24,6 +24,7 @@ from shared.spool import (
     release_call,
     renew_call,
     script,
+    unclaim_call,
 )
 
 _RELEASE_LEADER = """
@@ -40,6 +41,7 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 
 _SCRIPTS = (
     "accept", "dispatch", "claim", "complete", "release", "renew", "reap", "backoff", "heartbeat",
+    "unclaim",
 )  # fmt: skip
 
 
@@ -169,6 +171,10 @@ class Store:
     def accept(self, msg_id: str, envelope: Envelope, body: bytes) -> None:
         """Enqueue a message of our own (a DSN) through the same accept script."""
         self._run("accept", accept_call(self.keys, msg_id, envelope, body))
+
+    def unclaim(self, domain: str, token: str, msg_ids: list[str]) -> int:
+        """Give back jobs held but not attempted (due now for another ticket)."""
+        return int(self._run("unclaim", unclaim_call(self.keys, domain, token, msg_ids)))
 
     def heartbeat(self, member: str, fields: dict[str, str | int]) -> None:
         """Say this process (``{role}:{host}:{pid}``) is alive, for ``mxfleet status``."""

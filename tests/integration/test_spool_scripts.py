@@ -118,3 +118,22 @@ def test_deferral_reschedules_and_records_an_event(
     assert fields[b"attempt"] == b"1"
     store.release("dest.test", DEST, "t1")
     assert store.dispatch("dest.test", "t2", SHAPING, **LIMITS)[0] == "later"
+
+
+def test_unclaim_gives_back_only_the_tickets_own_jobs(
+    redis_server: RedisServer, spool: SpoolClient
+) -> None:
+    store = make_store(redis_server)
+    for _ in range(3):
+        accept(store)
+    store.dispatch("dest.test", "t1", SHAPING, **LIMITS)
+    jobs = claim(store, "t1", 60_000) or []
+    assert len(jobs) == 3
+    ids = [job.msg_id for job in jobs]
+    assert store.unclaim("dest.test", "someone-else", ids) == 0
+    assert store.unclaim("dest.test", "t1", ids[1:]) == 2
+    assert spool.zcard("mxf:inflight") == 1  # the first is still being delivered
+    assert spool.zcard("mxf:sched:dest.test") == 2
+    assert spool.hget(f"mxf:job:{ids[1]}:dest.test", "lease") is None
+    assert spool.hget(f"mxf:job:{ids[1]}:dest.test", "attempts") == b"0"  # not an attempt
+    assert spool.zscore("mxf:due", "dest.test") is not None
