@@ -1,16 +1,21 @@
 """Typed construction of Redis clients from the settings (redis-py returns ``Any``).
 
-``redis://`` and ``rediss://`` URLs connect directly; ``unix://`` to a socket.
+``redis://`` and ``rediss://`` URLs connect directly; ``unix://`` to a socket;
+``sentinel://`` (:mod:`shared.redis_url`) asks the sentinels for the primary, again after
+every connection failure, so a failover is followed without a restart.
 """
 
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.redis_url import parse_sentinel
 from shared.settings import Settings
 
 
@@ -36,6 +41,17 @@ def async_client(settings: Settings, *, max_connections: int = 64) -> "redis.asy
     The pool blocks (up to ``redis_timeout``) when all its connections are busy instead of
     failing at once, so a burst of sessions queues for a connection.
     """
+    url = _url(settings)
+    if url.startswith("sentinel://"):
+        target = parse_sentinel(url)
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # redis-py
+            list(target.sentinels), socket_timeout=min(settings.redis_timeout, 2.0)
+        )
+        client: redis.asyncio.Redis = sentinel.master_for(
+            target.service, db=target.db, password=target.password,
+            retry=AsyncRetry(NoBackoff(), 0), **_options(settings),
+        )  # fmt: skip
+        return client
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         _url(settings),
         max_connections=max_connections,
@@ -48,7 +64,18 @@ def async_client(settings: Settings, *, max_connections: int = 64) -> "redis.asy
 
 def sync_client(settings: Settings) -> "redis.Redis":
     """A blocking client (CLI, tests, workers)."""
-    return redis.Redis.from_url(_url(settings), retry=Retry(NoBackoff(), 0), **_options(settings))
+    url = _url(settings)
+    if url.startswith("sentinel://"):
+        target = parse_sentinel(url)
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # redis-py
+            list(target.sentinels), socket_timeout=min(settings.redis_timeout, 2.0)
+        )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]  # redis-py
+            target.service, db=target.db, password=target.password,
+            retry=Retry(NoBackoff(), 0), **_options(settings),
+        )  # fmt: skip
+        return client
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_options(settings))
 
 
 def info_int(info: dict[str, Any], field: str, default: int = 0) -> int:

@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from shared.policies import Policies, PolicySpec, build_policies
+from shared.redis_url import check_url
 from shared.units import parse_duration, parse_size
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -185,6 +186,11 @@ class Settings(BaseSettings):
     # shared/policies.py); their fields fall back to the top-level delivery settings above
     policy: dict[str, PolicySpec] = Field(default_factory=dict)
     _policies: Policies = PrivateAttr()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_url(url)
 
     @field_validator("dns_servers")
     @classmethod

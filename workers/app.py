@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared.redis_url import celery_broker
 from shared.settings import Settings, load_settings
 
 TICKET_TASK = "mxfleet.deliver"
@@ -20,7 +21,8 @@ def make_app(settings: Settings) -> Celery:
     if settings.redis_url is None:
         raise ValueError("MXFLEET_REDIS_URL is not set")
     longest_ticket = settings.ticket_budget + settings.data_reply_timeout + settings.lease_time
-    app = Celery("mxfleet", broker=settings.redis_url, include=["workers.tasks"])
+    broker, transport = celery_broker(settings.redis_url)  # sentinel:// → Kombu's form
+    app = Celery("mxfleet", broker=broker, include=["workers.tasks"])
     app.conf.update(
         # A ticket is acknowledged when it ends; a worker that dies gives it back.
         task_acks_late=True,
@@ -36,7 +38,10 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_max_retries=None,
         broker_channel_error_retry=True,
         # Redelivery of an unacknowledged ticket only after the longest a ticket can take.
-        broker_transport_options={"visibility_timeout": int(max(3600, 2 * longest_ticket))},
+        broker_transport_options={
+            "visibility_timeout": int(max(3600, 2 * longest_ticket)),
+            **transport,
+        },
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
