@@ -150,7 +150,7 @@ def test_pause_holds_a_destination_and_resume_releases_it(
     wait_until(lambda: fleet.client().zscore("mxf:due", "stuck.test") is not None, timeout=5)
     sink.behaviour = Behaviour()  # would accept now, but the destination is paused
     with pytest.raises(AssertionError):
-        wait_until(lambda: _attempts(fleet, ids) > before, timeout=3)
+        wait_until(lambda: _attempts(fleet, ids) > before, timeout=2)
     assert "resumed" in cli(fleet, "queue", "resume", "stuck.test").stdout
     wait_until(lambda: len(sink.messages) == 3, timeout=20)
     wait_until(fleet.spool_empty, timeout=20)
