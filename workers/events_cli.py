@@ -38,6 +38,7 @@ from shared.keys import Keys
 from shared.redis_conn import sync_client
 from shared.settings import Settings
 from shared.units import parse_duration
+from workers.store import text
 
 T = TypeVar("T")
 Entry = tuple[str, dict[str, str]]  # stream id, fields (decoded)
@@ -73,14 +74,10 @@ def event_object(event_id: str, fields: Mapping[str, str]) -> dict[str, object]:
     return found
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def decode_entry(raw: tuple[bytes, Mapping[bytes, bytes] | None]) -> Entry:
     """A redis-py stream entry; one trimmed away while pending has no fields (``{}``)."""
     event_id, fields = raw
-    return _text(event_id), {_text(k): _text(v) for k, v in (fields or {}).items()}
+    return text(event_id), {text(k): text(v) for k, v in (fields or {}).items()}
 
 
 # --- stream ids (pure) ------------------------------------------------------------------

@@ -10,7 +10,7 @@ import time
 
 from shared import log
 from shared.spool import HEARTBEAT_TTL_MS
-from workers.store import Store
+from workers.store import Store, text
 
 logger = logging.getLogger("mxfleet.heartbeat")
 
@@ -73,6 +73,6 @@ def live_counts(store: Store) -> dict[str, int]:
     client.zremrangebyscore(keys.nodes, "-inf", now_ms - FORGET_MS)
     counts = {"ingress": 0, "dispatcher": 0, "worker": 0}
     for raw in client.zrangebyscore(keys.nodes, now_ms - FRESH_MS, "+inf"):
-        role = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(":", 1)[0]
+        role = text(raw).split(":", 1)[0]
         counts[role] = counts.get(role, 0) + 1
     return counts

@@ -136,16 +136,20 @@ def _show(settings: Settings, store: Store, args: argparse.Namespace, out: TextI
 
 
 def _pause(settings: Settings, store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    destination, _ = queue_ops.resolve_destination(store, settings.policies, args.destination)
-    changed = shaping.pause(store, destination)
-    print(f"{destination}: {'paused' if changed else 'already paused'}", file=out)
-    return 0
+    return _switch(settings, store, args.destination, pause=True, out=out)
 
 
 def _resume(settings: Settings, store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    destination, _ = queue_ops.resolve_destination(store, settings.policies, args.destination)
-    changed = shaping.resume(store, destination)
-    print(f"{destination}: {'resumed' if changed else 'was not paused'}", file=out)
+    return _switch(settings, store, args.destination, pause=False, out=out)
+
+
+def _switch(settings: Settings, store: Store, name: str, *, pause: bool, out: TextIO) -> int:
+    destination, _ = queue_ops.resolve_destination(store, settings.policies, name)
+    if pause:
+        said = "paused" if shaping.pause(store, destination) else "already paused"
+    else:
+        said = "resumed" if shaping.resume(store, destination) else "was not paused"
+    print(f"{destination}: {said}", file=out)
     return 0
 
 

@@ -14,19 +14,14 @@ from typing import Any
 
 from shared.message import queue_id_ms
 from shared.policies import DESTINATION_PREFIX, Policies
-from shared.spool import drop_call, reschedule_call, script
 from workers import shaping
-from workers.store import Store
+from workers.store import Store, text
 
 OLDEST_SCAN = 10_000  # jobs per domain looked at for the oldest message
 
 
 class UnknownTarget(LookupError):
     """No such message or destination (the CLI exits with 2)."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +44,8 @@ def destinations_map(store: Store) -> dict[str, tuple[str, str]]:
     """domain → (destination, policy), as the dispatcher last resolved them."""
     found = {}
     for domain, value in store.client.hgetall(store.keys.dest).items():
-        destination, _, policy = _text(value).partition(" ")
-        found[_text(domain)] = (destination, policy)
+        destination, _, policy = text(value).partition(" ")
+        found[text(domain)] = (destination, policy)
     return found
 
 
@@ -58,8 +53,8 @@ def list_domains(store: Store, policies: Policies) -> list[DomainRow]:
     """Every domain with work (scheduled or in flight), with its destination's state."""
     keys, client = store.keys, store.client
     now_ms = store.now_ms()
-    domains = [_text(d) for d in client.zrange(keys.due, 0, -1)]
-    inflight = Counter(_text(m).split(":", 1)[1] for m in client.zrange(keys.inflight, 0, -1))
+    domains = [text(d) for d in client.zrange(keys.due, 0, -1)]
+    inflight = Counter(text(m).split(":", 1)[1] for m in client.zrange(keys.inflight, 0, -1))
     mapped = destinations_map(store)
     paused = set(shaping.paused(store))
     factors = {b.destination: b.factor for b in shaping.backoffs(store, policies)}
@@ -83,7 +78,7 @@ def list_domains(store: Store, policies: Policies) -> list[DomainRow]:
             policy_name = by_domain[0].name if by_domain else policies.default.name
         policy = policies.get(policy_name)
         factor = factors.get(destination, 1.0)
-        born = [ms for ms in (queue_id_ms(_text(i)) for i in ids) if ms is not None]
+        born = [ms for ms in (queue_id_ms(text(i)) for i in ids) if ms is not None]
         rows.append(
             DomainRow(
                 domain=domain, destination=destination, policy=policy.name,
@@ -122,12 +117,12 @@ def show(store: Store, msg_id: str, events_scan: int = 10_000) -> MessageView:
     raw = client.hgetall(keys.msg(msg_id))
     if not raw:
         raise UnknownTarget(f"no message {msg_id} in the queue")
-    envelope = {_text(k): _text(v) for k, v in raw.items()}
-    inflight = {_text(m) for m in client.zrange(keys.inflight, 0, -1)}
+    envelope = {text(k): text(v) for k, v in raw.items()}
+    inflight = {text(m) for m in client.zrange(keys.inflight, 0, -1)}
     jobs = []
     for domain in envelope.get("domains", "").split(","):
-        job = {_text(k): _text(v) for k, v in client.hgetall(keys.job(msg_id, domain)).items()}
-        pending = sorted(_text(r) for r in client.smembers(keys.rcpt(msg_id, domain)))
+        job = {text(k): text(v) for k, v in client.hgetall(keys.job(msg_id, domain)).items()}
+        pending = sorted(text(r) for r in client.smembers(keys.rcpt(msg_id, domain)))
         state = "finished"
         if job:
             state = "in flight" if f"{msg_id}:{domain}" in inflight else "scheduled"
@@ -141,7 +136,7 @@ def show(store: Store, msg_id: str, events_scan: int = 10_000) -> MessageView:
         client.xrevrange(keys.events, count=events_scan) or []  # type: ignore[arg-type]  # redis-py's union
     )
     events = [
-        {_text(k): _text(v) for k, v in entry.items()} | {"event_id": _text(event_id)}
+        {text(k): text(v) for k, v in entry.items()} | {"event_id": text(event_id)}
         for event_id, entry in entries
         if entry.get(b"id") == msg_id.encode()
     ]
@@ -151,7 +146,7 @@ def show(store: Store, msg_id: str, events_scan: int = 10_000) -> MessageView:
 def resolve_destination(store: Store, policies: Policies, name: str) -> tuple[str, list[str]]:
     """(the destination as stored, its domains with work) for what an operator typed."""
     mapped = destinations_map(store)
-    with_work = {_text(d) for d in store.client.zrange(store.keys.due, 0, -1)}
+    with_work = {text(d) for d in store.client.zrange(store.keys.due, 0, -1)}
     name = name.lower().rstrip(".")
     if name in policies.named or name.removeprefix(DESTINATION_PREFIX) in policies.named:
         destination = DESTINATION_PREFIX + name.removeprefix(DESTINATION_PREFIX)
@@ -168,31 +163,20 @@ def resolve_destination(store: Store, policies: Policies, name: str) -> tuple[st
 
 def flush(store: Store, domains: list[str]) -> int:
     """Make every job of these domains due now; returns how many moved."""
-    runner = store.client.register_script(script("reschedule"))
-    moved = 0
-    for domain in domains:
-        names, args = reschedule_call(store.keys, domain)
-        moved += int(runner(keys=names, args=args))
-    return moved
+    return sum(store.reschedule(domain) for domain in domains)
 
 
 def retry(store: Store, msg_id: str) -> int:
     """Make every job of one message due now; returns how many moved."""
     view = show(store, msg_id)
-    runner = store.client.register_script(script("reschedule"))
-    moved = 0
-    for job in view.jobs:
-        if job.state == "scheduled":
-            names, args = reschedule_call(store.keys, job.domain, [msg_id])
-            moved += int(runner(keys=names, args=args))
-    return moved
+    return sum(
+        store.reschedule(job.domain, [msg_id]) for job in view.jobs if job.state == "scheduled"
+    )
 
 
 def drop(store: Store, msg_id: str, domain: str, why: str, events_maxlen: int) -> list[str]:
     """Remove one job; returns the recipients it still had."""
-    runner = store.client.register_script(script("drop"))
-    names, args = drop_call(store.keys, msg_id, domain, why, events_maxlen)
-    return [_text(r) for r in runner(keys=names, args=args)]
+    return store.drop(msg_id, domain, why, events_maxlen)
 
 
 def purge(store: Store, domains: list[str], events_maxlen: int) -> int:
@@ -200,11 +184,11 @@ def purge(store: Store, domains: list[str], events_maxlen: int) -> int:
     keys, client = store.keys, store.client
     dropped = 0
     for domain in domains:
-        ids = {_text(i) for i in client.zrange(keys.sched(domain), 0, -1)}
+        ids = {text(i) for i in client.zrange(keys.sched(domain), 0, -1)}
         ids |= {
-            _text(m).rsplit(":", 1)[0]
+            text(m).rsplit(":", 1)[0]
             for m in client.zrange(keys.inflight, 0, -1)
-            if _text(m).endswith(":" + domain)
+            if text(m).endswith(":" + domain)
         }
         for msg_id in sorted(ids):
             if drop(store, msg_id, domain, "purged", events_maxlen):

@@ -19,7 +19,7 @@ from shared.policies import DEFAULT, DESTINATION_PREFIX, Policies, Policy
 from shared.replies import Reply
 from shared.spool import Shaping
 from workers import smtp_auth, smtp_wire
-from workers.store import Store
+from workers.store import Store, text
 
 # Mirrors shared/lua/lib/shaping.lua.
 ADAPT_STEP = 0.1
@@ -99,7 +99,7 @@ def backoffs(store: Store, policies: Policies) -> list[Backoff]:
     now_ms = store.now_ms()
     found = []
     for raw in client.zrange(keys.adapted, 0, -1):
-        destination = _text(raw)
+        destination = text(raw)
         state = client.hmget(keys.adapt(destination), "f", "at")
         policy = policies.get(policy_label(destination))
         factor = 1.0
@@ -130,8 +130,4 @@ def resume(store: Store, name: str) -> bool:
 
 
 def paused(store: Store) -> list[str]:
-    return sorted(_text(name) for name in store.client.smembers(store.keys.paused))
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return sorted(text(name) for name in store.client.smembers(store.keys.paused))

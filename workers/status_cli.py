@@ -14,7 +14,7 @@ from shared.redis_conn import info_int, sync_client
 from shared.settings import Settings
 from workers import queue_ops, shaping
 from workers.heartbeat import FRESH_MS
-from workers.store import Store, queue_figures
+from workers.store import Store, queue_figures, text
 
 WINDOW_BUCKETS = 6  # 10 s buckets: the last minute
 COUNTERS = ("accepted", "delivered", "deferred", "bounced")
@@ -93,10 +93,10 @@ def _processes(store: Store, status: Status) -> None:
     client, keys = store.client, store.keys
     now_ms = store.now_ms()
     leader = client.get(keys.leader)
-    status.leader = leader.decode() if isinstance(leader, bytes) else ""
+    status.leader = text(leader)
     for raw in client.zrangebyscore(keys.nodes, now_ms - FRESH_MS, "+inf"):
-        member = raw.decode() if isinstance(raw, bytes) else str(raw)
-        info = {_text(k): _text(v) for k, v in client.hgetall(keys.node(member)).items()}
+        member = text(raw)
+        info = {text(k): text(v) for k, v in client.hgetall(keys.node(member)).items()}
         info.setdefault("role", member.split(":", 1)[0])
         info["member"] = member
         info["seen_s_ago"] = f"{(now_ms - int(info.get('seen_ms', now_ms))) / 1000:.1f}"
@@ -109,10 +109,6 @@ def _processes(store: Store, status: Status) -> None:
             status.warnings.append(
                 f"no live {role} process (no heartbeat for {FRESH_MS // 1000} s)"
             )
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _last_minute(store: Store) -> dict[str, int]:

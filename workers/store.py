@@ -19,10 +19,12 @@ from shared.spool import (
     claim_call,
     complete_call,
     dispatch_call,
+    drop_call,
     heartbeat_call,
     reap_call,
     release_call,
     renew_call,
+    reschedule_call,
     script,
     unclaim_call,
 )
@@ -41,7 +43,7 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 
 _SCRIPTS = (
     "accept", "dispatch", "claim", "complete", "release", "renew", "reap", "backoff", "heartbeat",
-    "unclaim",
+    "unclaim", "drop", "reschedule",
 )  # fmt: skip
 
 
@@ -74,8 +76,11 @@ class Claim:
     jobs: list[Job]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
+def text(value: object) -> str:
+    """A value redis-py returned, as text ("" for nothing)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 class Store:
@@ -103,13 +108,13 @@ class Store:
         now_s, now_us = self.client.time()
         now_ms = now_s * 1000 + now_us // 1000
         found = self.client.zrangebyscore(self.keys.due, "-inf", now_ms, start=0, num=limit)
-        return [_text(domain) for domain in found]
+        return [text(domain) for domain in found]
 
     def dispatch(self, domain: str, token: str, shaping: Shaping, **limits: int) -> tuple[str, int]:
         """Whether ``domain`` gets a ticket now (``issued``) and if not, why and until when."""
         call = dispatch_call(self.keys, domain, token, shaping, **limits)
         verdict, when = self._run("dispatch", call)
-        return _text(verdict), int(when)
+        return text(verdict), int(when)
 
     def reap(self, limit: int = 1000) -> int:
         return int(self._run("reap", reap_call(self.keys, limit)))
@@ -132,18 +137,18 @@ class Store:
         now_ms, status, wait_ms, permille = reply[:4]
         jobs = [
             Job(
-                msg_id=_text(msg_id),
+                msg_id=text(msg_id),
                 domain=domain,
-                sender=_text(sender),
-                smtputf8=_text(smtputf8) == "1",
+                sender=text(sender),
+                smtputf8=text(smtputf8) == "1",
                 attempts=int(attempts),
                 received_ms=int(received),
                 body=bytes(body),
-                recipients=sorted(_text(rcpt) for rcpt in rcpts),
+                recipients=sorted(text(rcpt) for rcpt in rcpts),
             )
             for msg_id, sender, smtputf8, attempts, received, body, rcpts in reply[4:]
         ]
-        return Claim(int(now_ms), _text(status), int(wait_ms), int(permille) / 1000, jobs)
+        return Claim(int(now_ms), text(status), int(wait_ms), int(permille) / 1000, jobs)
 
     def complete(
         self, job: Job, token: str, outcome: Outcome, *, next_ms: int, events_maxlen: int,
@@ -175,6 +180,15 @@ class Store:
     def unclaim(self, domain: str, token: str, msg_ids: list[str]) -> int:
         """Give back jobs held but not attempted (due now for another ticket)."""
         return int(self._run("unclaim", unclaim_call(self.keys, domain, token, msg_ids)))
+
+    def drop(self, msg_id: str, domain: str, why: str, events_maxlen: int) -> list[str]:
+        """An operator removes one job; the recipients it still had."""
+        call = drop_call(self.keys, msg_id, domain, why, events_maxlen)
+        return [text(rcpt) for rcpt in self._run("drop", call)]
+
+    def reschedule(self, domain: str, msg_ids: list[str] | None = None) -> int:
+        """Jobs of a domain due now (all when no ids); how many moved."""
+        return int(self._run("reschedule", reschedule_call(self.keys, domain, msg_ids)))
 
     def heartbeat(self, member: str, fields: dict[str, str | int]) -> None:
         """Say this process (``{role}:{host}:{pid}``) is alive, for ``mxfleet status``."""
@@ -225,7 +239,7 @@ def policy_backlog(store: Store, limit: int = 10_000) -> list[DomainBacklog]:
     overdue its earliest one is; two commands per domain, pipelined."""
     keys = store.keys
     now_ms = store.now_ms()
-    domains = [_text(d) for d in store.client.zrange(keys.due, 0, limit - 1)]
+    domains = [text(d) for d in store.client.zrange(keys.due, 0, limit - 1)]
     pipe = store.client.pipeline(transaction=False)
     for domain in domains:
         pipe.zcard(keys.sched(domain))

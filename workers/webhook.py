@@ -41,6 +41,7 @@ from shared.settings import Settings
 from shared.units import parse_duration
 from workers import events_cli
 from workers.events_cli import Entry, Patient, Stopped, Stopper
+from workers.store import text
 
 logger = logging.getLogger("mxfleet.webhook")
 
@@ -150,10 +151,6 @@ class Endpoint:
 
 
 # --- the consumer group -----------------------------------------------------------------
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Group:
     """The forwarder's consumer group on the events stream (redis-py's replies typed here)."""
 
@@ -179,14 +176,14 @@ class Group:
     def figures(self) -> dict[str, object]:
         """pending, lag, last delivered id, and events trimmed before the group read them."""
         groups: list[dict[str, Any]] = self.client.xinfo_groups(self.key)
-        mine = next(g for g in groups if _text(g["name"]) == self.name)
+        mine = next(g for g in groups if text(g["name"]) == self.name)
         stream: dict[str, Any] = self.client.xinfo_stream(self.key)
         # Redis 7 counts: entries added to the stream, read by the group (None: unknown).
         read, added, lag = mine.get("entries-read"), stream.get("entries-added"), mine.get("lag")
         unknown = read is None or added is None
         return {
             "pending": mine["pending"], "lag": "unknown" if lag is None else lag,
-            "last_delivered": _text(mine["last-delivered-id"]),
+            "last_delivered": text(mine["last-delivered-id"]),
             "trimmed_unread": "unknown" if unknown else max(0, added - stream["length"] - read),
         }  # fmt: skip
 
@@ -195,14 +192,14 @@ class Group:
         every entry pending for over ``CLAIM_IDLE_MS``, whoever holds it."""
         moved, cursor = 0, "0-0"
         consumers: list[dict[str, Any]] = self.client.xinfo_consumers(self.key, self.name)
-        for owner in (_text(c["name"]) for c in consumers):
+        for owner in (text(c["name"]) for c in consumers):
             if dead_here(owner, host, pid_alive):
                 moved += self._take_all(owner)
         while True:
             reply: list[Any] = self.client.xautoclaim(
                 self.key, self.name, self.consumer, CLAIM_IDLE_MS, start_id=cursor, count=_PAGE
             )
-            moved, cursor = moved + len(reply[1]), _text(reply[0])
+            moved, cursor = moved + len(reply[1]), text(reply[0])
             if cursor == "0-0":
                 return moved
 
