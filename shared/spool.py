@@ -188,7 +188,7 @@ def renew_call(keys: Keys, destination: str, token: str, lease_ms: int, members:
 
 def reap_call(keys: Keys, limit: int = 1000) -> Call:
     """KEYS and ARGV of ``reap.lua``."""
-    return [keys.inflight, keys.due, keys.stats], [keys.prefix, limit]
+    return [keys.inflight, keys.due, keys.stats, keys.tickets], [keys.prefix, limit]
 
 
 HEARTBEAT_TTL_MS = 15_000  # a process unseen this long is gone (heartbeats every 1-2 s)

@@ -12,6 +12,23 @@ from tests.servers.ports import free_port_on
 from tests.servers.redis_server import RedisServer, require_redis_server
 from tests.servers.spool_client import SpoolClient
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        help="run the chaos scenario ten times longer (200,000 messages)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--soak"):
+        return
+    for item in items:  # a soak run has no time limit but its own deadlines
+        if item.get_closest_marker("timeout") is not None:
+            item.add_marker(pytest.mark.timeout(0))
+
+
 StartIngress = Callable[..., IngressProcess]
 StartRedis = Callable[..., RedisServer]
 

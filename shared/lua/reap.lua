@@ -1,6 +1,8 @@
--- reap: jobs whose lease expired (their worker died) go back to their schedule, due now.
+-- reap: jobs whose lease expired (their worker died) go back to their schedule, due now;
+-- tickets whose lease expired leave the outstanding set (dispatch prunes it too, but only
+-- while something is due).
 --
--- KEYS[1] inflight  KEYS[2] due  KEYS[3] stats
+-- KEYS[1] inflight  KEYS[2] due  KEYS[3] stats  KEYS[4] tickets
 -- ARGV[1] key prefix  ARGV[2] max jobs to reap in this call
 -- Returns the number of jobs returned.
 local t = redis.call('TIME')
@@ -18,6 +20,7 @@ for _, member in ipairs(expired) do
     redis.call('ZADD', KEYS[2], 'LT', now, dom)
   end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 if #expired > 0 then
   redis.call('HINCRBY', KEYS[3], 'reaped', #expired)
 end

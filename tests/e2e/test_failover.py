@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.test_crashes import queue_ids
-from tests.servers.fleet import Fleet
+from tests.servers.fleet import Fleet, queue_ids
 from tests.servers.rawsmtp import RawSMTP
 from tests.servers.redis_server import require_redis_server
 from tests.servers.sentinel import SentinelCluster

@@ -4,8 +4,7 @@ at once, not after the lease expires."""
 
 import time
 
-from tests.e2e.test_crashes import queue_ids, send
-from tests.servers.fleet import Fleet
+from tests.servers.fleet import Fleet, queue_ids, send
 from tests.servers.smtp_sink import Behaviour
 from tests.servers.wait import wait_until
 

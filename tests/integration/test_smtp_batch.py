@@ -18,6 +18,7 @@ import pytest
 
 from shared.replies import Reply
 from tests.servers.smtp_sink import Behaviour, SmtpSink
+from tests.servers.wait import wait_until
 from workers import smtp_wire
 from workers.smtp_client import ConnectionLost, Delivery, Outgoing, SmtpClient, Timeouts
 
@@ -327,3 +328,28 @@ def test_each_verdict_is_reported_before_the_next_data_is_sent(start_sink: Start
     assert [d.final.code for d in deliveries] == [250] * 10
     # When message i is reported, the sink holds messages 0..i and no more.
     assert all(received == index + 1 for index, _, received in seen)
+
+
+@pytest.mark.parametrize("abandon", [False, True])
+def test_stop_finishes_the_message_in_progress_unless_abandoned(
+    start_sink: StartSink, abandon: bool
+) -> None:
+    """Graceful stop finishes the message whose envelope went out; a lost lease does not
+    (its content would be a second copy of what another worker now sends)."""
+    sink = start_sink()
+    messages = [message(n) for n in range(5)]
+    finished: list[int] = []
+    client = connect(sink.host, sink.port)
+    deliveries = client.send_many(
+        messages,
+        lambda index, _: finished.append(index),
+        stop=lambda: len(finished) >= 1,
+        abandon=lambda: abandon,
+    )
+    client.close()
+    # Message 1's envelope rode with message 0's content: it was in progress at the stop.
+    expected = [0] if abandon else [0, 1]
+    assert [d.final.code for d in deliveries] == [250] * len(expected)
+    assert finished == expected
+    wait_until(lambda: sink.open_connections == 0)  # the sink has read all there was
+    assert [t.data for t in sink.transactions] == [body(n) for n in expected]

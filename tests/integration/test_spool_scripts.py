@@ -95,6 +95,20 @@ def test_completion_after_a_lost_lease_is_refused(
     assert spool.exists(f"mxf:msg:{msg_id}") == 1  # still there for the next ticket
 
 
+def test_reaper_forgets_tickets_of_dead_workers(
+    redis_server: RedisServer, spool: SpoolClient
+) -> None:
+    """A worker killed mid-ticket never releases it; once its lease is over the ticket
+    leaves the outstanding set even when nothing is due any more to prune it."""
+    store = make_store(redis_server)
+    accept(store)
+    store.dispatch("dest.test", "t1", SHAPING, **{**LIMITS, "lease_ms": 50})
+    store.dispatch("dest.test", "t2", SHAPING, **{**LIMITS, "lease_ms": 60_000})
+    assert spool.zcard("mxf:tickets") == 2
+    wait_until(lambda: store.reap() == 0 and spool.zcard("mxf:tickets") == 1, timeout=5)
+    assert spool.zscore("mxf:tickets", "t2") is not None  # a live ticket stays
+
+
 def test_deferral_reschedules_and_records_an_event(
     redis_server: RedisServer, spool: SpoolClient
 ) -> None:

@@ -176,10 +176,42 @@ class Fleet:
         return "\n".join(f"== {role.name}\n{role.log.read_text()[-4000:]}" for role in self.roles)
 
     def stop(self) -> None:
+        """SIGTERM every role at once (each drains on its own), then wait for them all."""
+        for role in self.roles:
+            if role.alive():
+                role.process.send_signal(signal.SIGTERM)
         for role in reversed(self.roles):
             role.stop(timeout=20)
         for sink in self.sinks.values():
             sink.stop()
+
+
+_ID = re.compile(rb"with E?SMTP\w* id ([0-9A-Z]{26})")
+
+
+def queue_ids(sink: SmtpSink) -> list[str]:
+    """The mxfleet queue id of every message the sink accepted (from our Received field)."""
+    ids = []
+    for message in list(sink.messages):
+        match = _ID.search(message.data)
+        assert match is not None, message.data[:300]
+        ids.append(match.group(1).decode())
+    return ids
+
+
+def send(fleet: Fleet, count: int, domain: str) -> set[str]:
+    """``count`` messages over one session; their queue ids (each must get a 250)."""
+    accepted: set[str] = set()
+    with RawSMTP("127.0.0.1", fleet.smtp_port, timeout=60) as smtp:
+        assert smtp.cmd("EHLO client.test")[0] == 250
+        for n in range(count):
+            body = b"Subject: %d\r\n\r\nmessage %d\r\n" % (n, n)
+            code, text = smtp.transaction(
+                "sender@example.test", [f"r{n}@{domain}"], body, ehlo=False
+            )
+            assert code == 250, (code, text)
+            accepted.add(text.rsplit(" ", 1)[1])
+    return accepted
 
 
 def delivered_to(sinks: list[SmtpSink]) -> Callable[[], int]:
