@@ -55,13 +55,15 @@ class Connector:
 
     def send_many(
         self, items: list[Outgoing], on_done: Callable[[int, Replies], None],
-        stop: Callable[[], bool] | None = None,
+        stop: Callable[[], bool] | None = None, abandon: Callable[[], bool] | None = None,
     ) -> None:  # fmt: skip
         """Transactions in order, pipelined across messages (RFC 2920 §3.1). ``on_done(i,
         replies)`` gets a reply for every recipient of item i as soon as all are final (a
         deferral for those no host took), so the caller can record it at once. Once
         ``stop()`` says True, the message in progress is finished and the items not begun
-        get no ``on_done`` (the caller gives them back)."""
+        get no ``on_done`` (the caller gives them back); with ``abandon()`` True as well, not
+        even a message whose content has not gone out yet is finished (see
+        :meth:`SmtpClient.send_many`)."""
         results: list[Replies] = [{} for _ in items]
         pending = {index: list(item.recipients) for index, item in enumerate(items)}
         todo = list(range(len(items)))
@@ -80,7 +82,7 @@ class Connector:
                 on_done(now[k], results[now[k]])
 
             try:
-                sent = len(client.send_many(batch, finished, stop))
+                sent = len(client.send_many(batch, finished, stop, abandon))
             except ConnectionLost as exc:
                 todo = self._resume(exc, now, later, results, pending, on_done)
                 fruitless = 0 if exc.deliveries else fruitless + 1

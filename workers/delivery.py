@@ -87,7 +87,7 @@ def run_ticket(
             if ctx.stopping.is_set():
                 _give_back(ctx, ticket, keeper)
                 break
-            if keeper.lost or time.monotonic() > deadline:
+            if keeper.expired() or time.monotonic() > deadline:
                 break
             claim = _claim(ctx, ticket, lease_ms, time.monotonic() - started > FAIR_SHARE)
     except Exception:
@@ -174,7 +174,10 @@ def _deliver_batch(
             started = now
             signals.extend(r for r in replies[owner].values() if shaping.is_backoff_signal(r))
 
-    route.send_many(items, done, ctx.stopping.is_set)
+    # Stop between messages when shutting down (the message in progress is finished) or
+    # when the lease may have passed to another worker, frozen or cut off from Redis (then
+    # not even a message whose content is still to go out: another worker may send it).
+    route.send_many(items, done, lambda: ctx.stopping.is_set() or keeper.expired(), keeper.expired)
     signals.extend(r for r in route.drops if shaping.is_backoff_signal(r))
     route.drops.clear()
     if signals:
@@ -218,6 +221,7 @@ def record(
     recorded = ctx.store.complete(
         job, ticket.token, outcome, next_ms=now_ms + int(delay * 1000),
         events_maxlen=ctx.settings.events_maxlen, event=event,
+        retry_for=ctx.settings.lease_time / 2,
     )  # fmt: skip
     _observe(policy.name, job, outcome.delivered, outcome.deferred, outcome.bounced, elapsed,
              now_ms)  # fmt: skip

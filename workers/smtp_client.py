@@ -83,6 +83,7 @@ class SmtpClient(SmtpConnection):
         messages: Sequence[Outgoing],
         on_delivery: Callable[[int, Delivery], None] | None = None,
         stop: Callable[[], bool] | None = None,
+        abandon: Callable[[], bool] | None = None,
     ) -> list[Delivery]:
         """:meth:`send` for each message in turn, with fewer round trips; the same verdicts.
 
@@ -97,13 +98,17 @@ class SmtpClient(SmtpConnection):
         duplicate window at one message (DESIGN invariant 3).
 
         ``stop()`` is asked before each message is begun: once it says True, the message in
-        progress is finished and the rest are not sent (fewer deliveries come back).
+        progress is finished and the rest are not sent (fewer deliveries come back). When
+        ``abandon()`` also says True (the caller no longer holds the message: its lease may
+        have passed to another worker), a message whose content has not gone out yet is
+        not finished: the connection is closed before its final "." so the server discards
+        it (RFC 5321 §4.1.1.4), and no delivery comes back for it.
         """
         deliveries: list[Delivery] = _Reporting(on_delivery)
         stop = stop or _never
         try:
             if self.extensions.pipelining and not self.closed:
-                self._send_overlapped(messages, deliveries, stop)
+                self._send_overlapped(messages, deliveries, stop, abandon or _never)
             else:
                 for m in messages:
                     if stop():
@@ -123,8 +128,9 @@ class SmtpClient(SmtpConnection):
         return deliveries
 
     def _send_overlapped(
-        self, messages: Sequence[Outgoing], deliveries: list[Delivery], stop: Callable[[], bool]
-    ) -> None:
+        self, messages: Sequence[Outgoing], deliveries: list[Delivery], stop: Callable[[], bool],
+        abandon: Callable[[], bool],
+    ) -> None:  # fmt: skip
         """The pipelined batch: appends each message's Delivery as soon as it is final."""
         held: tuple[Transaction, bytes] | None = None  # data that rides with the next write
         current = Transaction(())  # the message a lost connection interrupts
@@ -154,7 +160,9 @@ class SmtpClient(SmtpConnection):
                     continue
                 held = (txn, self._payload(txn, message.body))  # ``current`` is txn
                 self._needs_rset = False  # its "." goes out next; its reply ends it (§4.1.1.4)
-            if held is not None:
+            if held is not None and abandon():
+                self._shutdown()  # no "." for the held message: the server drops it
+            elif held is not None:
                 self._write_data(*held)
                 deliveries.append(self._conclude(held[0]))
         except ConnectionLost as exc:

@@ -4,6 +4,7 @@ The only module of ``workers`` that talks to Redis; it runs the Lua scripts of
 ``shared/lua`` and turns their replies into typed values. Blocking (Celery threads).
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,14 +153,28 @@ class Store:
 
     def complete(
         self, job: Job, token: str, outcome: Outcome, *, next_ms: int, events_maxlen: int,
-        event: dict[str, str | int],
+        event: dict[str, str | int], retry_for: float = 0.0,
     ) -> bool:  # fmt: skip
-        """Record an attempt; False when the lease was lost (the attempt may be repeated)."""
+        """Record an attempt; False when the lease was lost (the attempt may be repeated).
+
+        The mail has left already: while Redis is away (restarting, failing over) the record
+        is tried again for up to ``retry_for`` seconds, since giving up means a duplicate
+        once the lease runs out. Trying again is safe: a completion that did run cleared
+        the lease, so a second one changes nothing and says False."""
         call = complete_call(
             self.keys, job.msg_id, job.domain, token, outcome,
             next_ms=next_ms, events_maxlen=events_maxlen, event=event,
         )  # fmt: skip
-        return bool(self._run("complete", call))
+        deadline = time.monotonic() + retry_for
+        pause = 0.05
+        while True:
+            try:
+                return bool(self._run("complete", call))
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def renew(self, destination: str, token: str, lease_ms: int, members: list[str]) -> bool:
         call = renew_call(self.keys, destination, token, lease_ms, members)
