@@ -53,8 +53,10 @@ class HealthServer:
         self._server = ThreadingHTTPServer((host, port), _handler(ready))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
+        # close() waits for serve_forever to notice, up to one poll interval (0.5 s by default,
+        # which every stop of every process would pay).
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="mxfleet-http", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="mxfleet-http", daemon=True
         )
         self._thread.start()
 

@@ -100,7 +100,7 @@ def fleet(tmp_path: Path, start_redis: StartRedis) -> Iterator[Fleet]:
         workdir=tmp_path,
     )
     yield rig
-    rig.stop()
+    rig.kill()
     dns.stop()
 
 
