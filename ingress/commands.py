@@ -16,6 +16,14 @@ class CommandError(ValueError):
         self.reply = reply
 
 
+def _shown(text: object, limit: int = 64) -> str:
+    """Client text as a reply may quote it: printable ASCII only (RFC 5321 §4.2
+    ``textstring``), everything else escaped, and short (a reply line is at most 512
+    octets, §4.5.3.1.5)."""
+    quoted = ascii(str(text))[1:-1]
+    return quoted if len(quoted) <= limit else quoted[: limit - 3] + "..."
+
+
 def split_command(line: bytes) -> tuple[str, str]:
     """``b"MAIL FROM:<a@b>\\r\\n"`` → ``("MAIL", "FROM:<a@b>")``; the verb upper-cased."""
     try:
@@ -72,6 +80,12 @@ def _param(param: str) -> tuple[str, str | None]:
     return name.upper(), (value if sep else None)
 
 
+def _is_size(value: str) -> bool:
+    """A SIZE= value we take (RFC 1870 §3: DIGITs): ASCII digits only, as ``"²".isdigit()``
+    is true too and ``int("²")`` fails; fewer than 20, so it fits in 64 bits."""
+    return 0 < len(value) < 20 and value.isascii() and value.isdigit()
+
+
 def parse_mail(arg: str, *, esmtp: bool) -> tuple[Mailbox | None, MailParams]:
     """The reverse-path (None for ``<>``) and parameters of ``MAIL FROM:``."""
     path, raw = _split_path(arg, "FROM:")
@@ -80,7 +94,7 @@ def parse_mail(arg: str, *, esmtp: bool) -> tuple[Mailbox | None, MailParams]:
     size, body_8bit, smtputf8 = None, False, False
     for param in raw:
         name, value = _param(param)
-        if name == "SIZE" and value is not None and value.isdigit() and len(value) < 20:
+        if name == "SIZE" and value is not None and _is_size(value):
             size = int(value)  # RFC 1870
         elif name == "BODY" and value is not None and value.upper() in ("7BIT", "8BITMIME"):
             body_8bit = value.upper() == "8BITMIME"  # RFC 6152
@@ -96,7 +110,7 @@ def parse_mail(arg: str, *, esmtp: bool) -> tuple[Mailbox | None, MailParams]:
         mailbox = parse_mailbox(path, utf8=smtputf8)
     except AddressError as exc:
         reply = replies.NEED_SMTPUTF8 if not path.isascii() and not smtputf8 else replies.BAD_SENDER
-        raise CommandError(reply.with_text(f"{reply.text}: {exc}")) from None
+        raise CommandError(reply.with_text(f"{reply.text}: {_shown(exc)}")) from None
     return mailbox, MailParams(size, body_8bit, smtputf8)
 
 
@@ -104,9 +118,11 @@ def parse_rcpt(arg: str, *, utf8: bool) -> Mailbox:
     """The forward-path of ``RCPT TO:``; we advertise no RCPT parameters."""
     path, raw = _split_path(arg, "TO:")
     if raw:
-        raise CommandError(replies.BAD_PARAMETER.with_text(f"Unsupported parameter {raw[0]}"))
+        raise CommandError(
+            replies.BAD_PARAMETER.with_text(f"Unsupported parameter {_shown(raw[0])}")
+        )
     try:
         return parse_mailbox(path, utf8=utf8)
     except AddressError as exc:
         reply = replies.NEED_SMTPUTF8 if not path.isascii() and not utf8 else replies.BAD_ADDRESS
-        raise CommandError(reply.with_text(f"{reply.text}: {exc}")) from None
+        raise CommandError(reply.with_text(f"{reply.text}: {_shown(exc)}")) from None

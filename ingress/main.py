@@ -8,6 +8,7 @@ import time
 from types import FrameType
 
 from ingress.limits import SessionTable
+from ingress.listener import raise_fd_limit
 from ingress.server import serve
 from shared import log
 from shared.settings import Settings
@@ -30,6 +31,7 @@ def run_process(settings: Settings, limits: SessionTable, index: int) -> None:
 
 
 def main(settings: Settings) -> int:
+    raise_fd_limit(settings.max_sessions)  # before the fork: every process inherits it
     limits = SessionTable(
         settings.max_sessions, settings.max_sessions_per_ip, settings.ingress_processes
     )

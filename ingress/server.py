@@ -12,6 +12,7 @@ import ssl
 from ingress.auth import Credentials
 from ingress.handler import Handler
 from ingress.limits import SessionTable
+from ingress.listener import Listener
 from ingress.sasl import MECHANISMS
 from ingress.session import Session
 from ingress.store import Store
@@ -48,6 +49,7 @@ class Node:
         path = settings.auth_file
         self.credentials = Credentials.load(path) if path is not None else None
         self.draining = False
+        self.listener: Listener | None = None
         self.greeting = f"220 {settings.hostname} ESMTP mxfleet\r\n".encode()
         self._ehlo = {
             (tls, auth): self._build_ehlo(tls=tls, authenticated=auth)
@@ -111,6 +113,8 @@ class Node:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        if self.listener is not None and not self.listener.listening:
+            return False, "not listening"
         health = self.store.health
         return health.ready, health.problem
 
@@ -121,29 +125,30 @@ async def serve(settings: Settings, limits: SessionTable, index: int = 0) -> Non
     await store.check()
     node = Node(settings, limits, store)
     host, port = settings.listen_address
-    server = await node.loop.create_server(
-        lambda: Session(node), host, port, reuse_port=True, backlog=1024
-    )
+    node.listener = listener = Listener(lambda: Session(node), host, port)
+    await listener.start()
     mhost, mport = settings.metrics_address
     health = HealthServer(mhost, mport + index if mport else 0, node.readiness)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         node.loop.add_signal_handler(signum, stop.set)
-    background = [node.loop.create_task(store.watch()), node.loop.create_task(node.sweep())]
+    background = [
+        node.loop.create_task(work) for work in (store.watch(), node.sweep(), listener.watch())
+    ]
     log.event(logger, "listening", listen=settings.listen, metrics=f"{mhost}:{health.port}")
     await stop.wait()
-    await drain(node, server)
+    await drain(node, listener)
     for task in background:
         task.cancel()
     health.close()
     await store.close()
 
 
-async def drain(node: Node, server: asyncio.Server) -> None:
+async def drain(node: Node, listener: Listener) -> None:
     """Stop accepting, tell idle sessions 421, let DATA in progress finish, then close."""
     node.draining = True
     metrics.INGRESS_DRAINING.set(1)
-    server.close()
+    listener.close()
     log.event(logger, "draining", sessions=len(node.sessions))
     for session in list(node.sessions):
         session.drain()

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mxfleet.ingress.session")
 
 _READ_PAUSE = 256 * 1024  # stop reading while this much is buffered and we are busy
+# RFC 5321 §4.5.3.2.5 times each block of data, not each byte: the data deadline moves on
+# only when another block this big has arrived, so a client trickling bytes cannot hold a
+# session past data_timeout (a sender keeping ~220 B/s under the default 5 m never notices).
+_DATA_BLOCK = 64 * 1024
 
 
 class Session(asyncio.Protocol):
@@ -54,7 +58,9 @@ class Session(asyncio.Protocol):
         self._auth_failures = 0
         self._auth: AuthExchange | None = None
         self._data: DataReader | None = None
+        self._data_since = 0  # bytes of data since the data deadline last moved
         self._skip_line = False
+        self._eof = False  # the client half-closed: close once idle
         self._reset()
 
     # --- connection lifecycle -------------------------------------------------------------
@@ -142,7 +148,11 @@ class Session(asyncio.Protocol):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        # The client sends no more (a half-close, often right behind a pipelined QUIT), but
+        # what it sent is still owed its replies: an end of data left unanswered would make
+        # it send the message again (RFC 5321 §6.1). Idle, every reply is written: close.
+        self._eof = True
+        return True if self._busy else None  # busy: _resume closes once all is answered
 
     def _process(self) -> None:
         while not self._busy and self.state is not State.CLOSED and self._buf:
@@ -291,7 +301,9 @@ class Session(asyncio.Protocol):
             return replies.SPOOL_FULL
         self.state = State.DATA
         self.deadline = self.node.loop.time() + self.settings.data_timeout
-        self._data = DataReader(self.settings.max_message_size, self.settings.max_line_length)
+        self._data_since = 0
+        s = self.settings
+        self._data = DataReader(s.max_message_size, s.max_line_length, s.bare_newlines)
         return replies.START_DATA
 
     def cmd_rset(self, arg: str) -> Reply:
@@ -318,7 +330,10 @@ class Session(asyncio.Protocol):
         assert self._data is not None
         chunk = bytes(self._buf)
         del self._buf[:]
-        self.deadline = self.node.loop.time() + self.settings.data_timeout
+        self._data_since += len(chunk)
+        if self._data_since >= _DATA_BLOCK:
+            self._data_since = 0
+            self.deadline = self.node.loop.time() + self.settings.data_timeout
         received = self._data.feed(chunk)
         if received is None:
             return
@@ -373,6 +388,14 @@ class Session(asyncio.Protocol):
             if not self._write_paused:
                 self.transport.resume_reading()
         self._process()
+        if self._eof and not self._busy:
+            self._close_after_eof()
+
+    def _close_after_eof(self) -> None:
+        """The client half-closed and every reply it is owed is written: close."""
+        if self.state is not State.CLOSED and self.transport is not None:
+            self.state = State.CLOSED
+            self.transport.close()
 
 
 _ERROR_RESULT = {

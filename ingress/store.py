@@ -1,4 +1,5 @@
-"""The ingress side of the spool: the durable accept, and a watch on Redis's health.
+"""The ingress side of the spool: the durable accept, a watch on Redis's health, and the
+cluster-wide count of failed AUTH per client.
 
 The only module of the ingress that talks to Redis. :meth:`Store.accept` returns only once
 the message is durable, or raises :class:`SpoolUnavailable` (451) / :class:`SpoolFull` (452)
@@ -27,6 +28,13 @@ logger = logging.getLogger("mxfleet.ingress.store")
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
+def footprint(size: int) -> int:
+    """What storing a message of ``size`` bytes adds to Redis's used_memory, over-estimated
+    a little: the body in jemalloc's size classes plus the envelope, job and schedule
+    entries (deploy/README.md measured 100 KiB → ~116 KB, 1 KiB → ~2.4 KB)."""
+    return size * 5 // 4 + 2048
+
+
 class SpoolHealth:
     """What the last look at Redis said: reachable, durable, room below the high-water mark."""
 
@@ -35,6 +43,8 @@ class SpoolHealth:
         self.durable = False
         self.room = True
         self.problem = "not checked yet"
+        self.used = 0  # used_memory at the last look
+        self.mark = 0.0  # the high-water mark in bytes; 0 when Redis has no maxmemory
 
     @property
     def ready(self) -> bool:
@@ -52,11 +62,16 @@ class SpoolHealth:
             problems.append(f"maxmemory-policy is {policy}, not noeviction: Redis may evict mail")
         self.durable = not problems
         maxmemory = info_int(memory, "maxmemory")
-        used = info_int(memory, "used_memory")
-        self.room = maxmemory == 0 or used < s.redis_high_water * maxmemory
+        self.used = info_int(memory, "used_memory")
+        self.mark = s.redis_high_water * maxmemory
+        self.room = self.fits(0)
         if not self.room:
-            problems.append(f"memory {used} above high-water mark of maxmemory {maxmemory}")
+            problems.append(f"memory {self.used} above high-water mark of maxmemory {maxmemory}")
         self.problem = "; ".join(problems)
+
+    def fits(self, more: int) -> bool:
+        """Whether ``more`` bytes on top of the last reading stay below the high-water mark."""
+        return not self.mark or self.used + more < self.mark
 
 
 class Store:
@@ -72,22 +87,40 @@ class Store:
         self._member = f"ingress:{socket.gethostname()}:{os.getpid()}"
         self._started_ms = int(time.time() * 1000)
         self.health = SpoolHealth()
+        self._looking = asyncio.Lock()  # one look at Redis at a time
+        self._looks = 0
+        self._landed = 0  # footprint of the accepts stored since the last look began
+        self._pending = 0  # footprint of the accepts in flight
 
     async def check(self) -> SpoolHealth:
         """Look at Redis once (INFO persistence and memory) and update :attr:`health`."""
+        async with self._looking:
+            await self._look()
+        return self.health
+
+    async def _look_again(self) -> None:
+        """A fresh look, unless another one ended while this one waited for its turn."""
+        looks = self._looks
+        async with self._looking:
+            if self._looks == looks:
+                await self._look()
+
+    async def _look(self) -> None:
         health = self.health
         before = (health.ready, health.problem)
+        landed = self._landed
         try:
             persistence = await self._client.info("persistence")
             memory = await self._client.info("memory")
             health.judge(persistence, memory, self._settings)
+            self._landed -= landed  # counted in used_memory now
         except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
             health.reachable, health.problem = False, f"unreachable: {exc}"
+        self._looks += 1
         metrics.INGRESS_SPOOL_READY.set(1 if health.ready else 0)
         if (health.ready, health.problem) != before:
             level = logging.INFO if health.ready else logging.ERROR
             log.event(logger, "spool_health", level, ready=health.ready, problem=health.problem)
-        return health
 
     async def watch(self, interval: float = 1.0) -> None:
         """Check the spool's health forever, and say this process is alive (a background
@@ -113,12 +146,13 @@ class Store:
 
     async def accept(self, msg_id: str, envelope: Envelope, body: bytes) -> None:
         """Store the message and its jobs durably, or raise SpoolUnavailable/SpoolFull."""
+        await self._need_room()
         health = self.health
-        if health.reachable and not health.room:
-            raise SpoolFull(health.problem)
         if health.reachable and not health.durable:
             raise SpoolUnavailable(health.problem)
         keys, args = accept_call(self._keys, msg_id, envelope, body)
+        cost = footprint(len(body))
+        self._pending += cost
         started = time.perf_counter()
         try:
             if self._settings.redis_wait_replicas:
@@ -135,7 +169,34 @@ class Store:
             raise SpoolUnavailable(f"timeout: {exc}") from exc
         except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
             raise SpoolUnavailable(str(exc)) from exc
+        finally:
+            self._pending -= cost
+        self._landed += cost
         metrics.INGRESS_ENQUEUE_SECONDS.observe(time.perf_counter() - started)
+
+    async def _need_room(self) -> None:
+        """SpoolFull unless used_memory, plus what this node stored since it last looked
+        and has in flight, is below the high-water mark.
+
+        The watch looks once a second, and one node fills 40 MB of Redis with 100 KiB
+        messages in under a second: judged by the last look alone, Redis itself would
+        refuse the accepts (OOM) before the ingress does. So the node counts its own
+        accepts since the look, and when they reach the mark it looks again before
+        refusing. Other nodes' accepts show at their next look: the room above the mark is
+        for those and for the delivery path. Redis above maxmemory refuses the delivery
+        path's writes too (claims, the Celery broker's), and then nothing drains the spool.
+        """
+        health = self.health
+        if not health.reachable or health.fits(self._landed + self._pending):
+            return
+        if health.room:  # the last look had room; what was stored since may have filled it
+            await self._look_again()
+            if not health.reachable or health.fits(self._landed + self._pending):
+                return
+        if health.room:
+            since = self._landed + self._pending
+            raise SpoolFull(f"memory {health.used} and {since} stored since at the high-water mark")
+        raise SpoolFull(health.problem)
 
     async def _accept_replicated(
         self, msg_id: str, envelope: Envelope, keys: list[str], args: list[Any]
@@ -159,6 +220,31 @@ class Store:
         except redis.exceptions.RedisError as exc:
             log.event(logger, "discard_failed", logging.WARNING, id=msg_id, error=exc)
             return False
+
+    async def auth_failures(self, client: str) -> int:
+        """Failed AUTH attempts of ``client`` in its window, cluster-wide; SpoolUnavailable
+        when Redis cannot say."""
+        try:
+            count = await self._client.get(self._keys.authfail(client))
+        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+            raise SpoolUnavailable(str(exc)) from exc
+        return int(count or 0)
+
+    async def count_auth_failure(self, client: str) -> int:
+        """Count one more failed AUTH of ``client`` and restart its window; the new count.
+
+        INCR and PEXPIRE in one MULTI, so a counter never lives without its expiry.
+        """
+        key = self._keys.authfail(client)
+        window_ms = max(1, int(self._settings.auth_failure_window * 1000))
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.pexpire(key, window_ms)
+                count, _ = await pipe.execute()
+        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+            raise SpoolUnavailable(str(exc)) from exc
+        return int(count)
 
     def _discard_later(self, msg_id: str, envelope: Envelope) -> None:
         task = asyncio.get_running_loop().create_task(self.discard(msg_id, envelope))

@@ -8,6 +8,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+from ingress import authguard
 from ingress.commands import CommandError
 from ingress.sasl import AuthExchange
 from ingress.state import State
@@ -67,40 +68,56 @@ def auth(s: "Session", arg: str) -> Reply | None:
         return replies.ALREADY_AUTH
     if s.has_sender:
         return replies.BAD_SEQUENCE
+    s._run(_begin(s, arg))
+    return None
+
+
+async def _begin(s: "Session", arg: str) -> None:
+    """Refuse at once a client over its failure limit; else start the SASL exchange."""
+    refused = await authguard.refusal(s.node.store, s.settings, s.client_ip)
+    if refused is not None:
+        s._send(refused)
+        return
     exchange, challenge = AuthExchange.start(arg)
     s._auth = exchange
-    return _auth_step(s, challenge)
+    credentials = _auth_step(s, challenge)
+    if credentials is not None:  # an initial response carried them (RFC 4954 §4)
+        await _check(s, *credentials)
 
 
 def auth_line(s: "Session", line: bytes) -> None:
     assert s._auth is not None
-    challenge = s._auth.respond(line.rstrip(b"\r\n"))
-    _send_auth(s, _auth_step(s, challenge))
+    credentials = _auth_step(s, s._auth.respond(line.rstrip(b"\r\n")))
+    if credentials is not None:
+        s._run(_verify(s, *credentials))
 
 
-def _send_auth(s: "Session", reply: Reply | None) -> None:
-    if reply is not None:
-        s._send(reply)
-
-
-def _auth_step(s: "Session", challenge: Reply | bytes | None) -> Reply | None:
-    """Send the next challenge, or check the credentials once all are in."""
+def _auth_step(s: "Session", challenge: Reply | bytes | None) -> tuple[str, str] | None:
+    """Send the next challenge or a refusal (syntax, cancel); the credentials once all are in."""
     assert s._auth is not None
     if isinstance(challenge, bytes):
         s.state = State.AUTH
         s._send(challenge)
         return None
     s.state = State.COMMAND
-    if challenge is not None:  # a refusal (syntax, cancel)
-        s._auth = None
-        return challenge
-    user, password = s._auth.user, s._auth.password
-    s._auth = None
-    s._run(_verify(s, user, password))
-    return None
+    exchange, s._auth = s._auth, None
+    if challenge is not None:
+        s._send(challenge)
+        return None
+    return exchange.user, exchange.password
 
 
 async def _verify(s: "Session", user: str, password: str) -> None:
+    """Credentials that took several lines: other sessions of the client may have taken it
+    over its limit meanwhile, so look again before checking them."""
+    refused = await authguard.refusal(s.node.store, s.settings, s.client_ip)
+    if refused is not None:
+        s._send(refused)
+        return
+    await _check(s, user, password)
+
+
+async def _check(s: "Session", user: str, password: str) -> None:
     credentials = s.node.credentials
     assert credentials is not None
     ok = await s.node.loop.run_in_executor(None, credentials.verify, user, password)
@@ -113,8 +130,10 @@ async def _verify(s: "Session", user: str, password: str) -> None:
     metrics.INGRESS_AUTH.labels("failed").inc()
     log.event(logger, "auth_failed", logging.WARNING, client=s.client_ip, user=user[:100])
     s._auth_failures += 1
-    # Slow down guessing: each failure costs the client a second, then the session.
-    await asyncio.sleep(1.0)
+    # Slow down guessing: the more failures the client has anywhere in the cluster, the
+    # longer it waits (authguard); too many in this session end it.
+    failures = await authguard.count_failure(s.node.store, s.client_ip, s._auth_failures)
+    await asyncio.sleep(authguard.failure_delay(s.settings, failures))
     if s._auth_failures >= s.settings.max_auth_failures:
         metrics.INGRESS_SESSION_ERRORS.labels("auth_failures").inc()
         s.close_with(replies.TOO_MANY_AUTH_FAILURES)

@@ -34,9 +34,12 @@
 {p}stats:{n}         HASH    the counters of stats for the 10 s starting at n * 10 s (1 h TTL)
 {p}stats             HASH    cluster counters: accepted, jobs (open now), delivered,
                              deferred, bounced, reaped, lease_lost, dsn, tickets (ended)
+{p}authfail:{client} STRING  failed SMTP AUTH attempts of a client (an IPv4 address or an
+                             IPv6 /64), PX auth_failure_window, restarted by each failure
 ```
 Message ids are time-ordered (see :mod:`shared.message`) and never contain ``:``; domains
-are lower-case IDNA A-labels, so neither needs escaping inside a key.
+are lower-case IDNA A-labels, so neither needs escaping inside a key. A client address is
+the last part of its key, so the colons of an IPv6 one need no escaping either.
 """
 
 from dataclasses import dataclass
@@ -127,3 +130,6 @@ class Keys:
     @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
+
+    def authfail(self, client: str) -> str:
+        return f"{self.prefix}authfail:{client}"

@@ -14,6 +14,9 @@ Ingress:
 - ``mxfleet_ingress_enqueue_seconds``: time of the durable spool write (accept script + WAIT).
 - ``mxfleet_ingress_tls_handshakes_total{result}``: STARTTLS outcomes (``ok``, ``failed``).
 - ``mxfleet_ingress_auth_total{result}``: AUTH outcomes (``ok``, ``failed``, ``tempfail``).
+- ``mxfleet_ingress_auth_refused_total{reason}``: AUTH refused without a look at the
+  credentials: ``locked`` (the client is over ``max_auth_failures_per_ip``),
+  ``unavailable`` (its failure count could not be read from Redis).
 - ``mxfleet_ingress_session_errors_total{reason}``: sessions ended by ``timeout``,
   ``too_many_errors``, ``auth_failures``.
 - ``mxfleet_ingress_spool_ready``: 1 when the spool is reachable, durable and below its
@@ -73,6 +76,9 @@ INGRESS_ENQUEUE_SECONDS = Histogram(
 )
 INGRESS_TLS = Counter("mxfleet_ingress_tls_handshakes", "STARTTLS outcomes", ["result"])
 INGRESS_AUTH = Counter("mxfleet_ingress_auth", "SMTP AUTH outcomes", ["result"])
+INGRESS_AUTH_REFUSED = Counter(
+    "mxfleet_ingress_auth_refused", "SMTP AUTH refused without checking credentials", ["reason"]
+)
 INGRESS_SESSION_ERRORS = Counter(
     "mxfleet_ingress_session_errors", "Sessions closed by the server", ["reason"]
 )

@@ -59,6 +59,11 @@ SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure")
+# A client address over its failed-AUTH limit. 454 rather than 421: RFC 4954 §6 gives
+# 454 4.7.0 to an AUTH that failed for a temporary reason and asks the client not to prompt
+# for another password; the session stays usable, whereas a 421 would only make a guesser
+# reconnect (a new TCP and TLS handshake for us) and would end legitimate sessions too.
+AUTH_LOCKED = Reply(454, "4.7.0", "Too many failed authentication attempts, try again later")
 
 # 5xx: permanent
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")

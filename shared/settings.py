@@ -36,6 +36,8 @@ from shared.units import parse_duration, parse_size
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
+# What the ingress does with a bare CR or LF in DATA (see ingress/data.py).
+BareNewlines = Literal["normalize", "reject"]
 ENV_PREFIX = "MXFLEET_"
 CONFIG_ENV = "MXFLEET_CONFIG"
 
@@ -151,7 +153,14 @@ class Settings(BaseSettings):
     max_line_length: int = Field(default=2048, ge=1000)  # RFC 5321 §4.5.3.1.6: 1000 with CRLF
     max_bad_commands: int = Field(default=10, ge=1)
     max_received_headers: int = Field(default=100, ge=10)  # RFC 5321 §6.3: "at least 100"
+    bare_newlines: BareNewlines = "normalize"  # RFC 5321 §2.3.8; CVE-2023-51764
     max_auth_failures: int = Field(default=3, ge=1)
+    # Failed AUTH per client address, counted in Redis for the whole cluster: the delay
+    # after a failure grows with the count, and over the limit AUTH is refused unchecked
+    # until a window has passed since the address's last failure.
+    max_auth_failures_per_ip: int = Field(default=10, ge=1)
+    auth_failure_window: Seconds = Field(default=900.0, gt=0)
+    auth_failure_delay: Seconds = Field(default=1.0, ge=0)
     command_timeout: Seconds = 300.0  # RFC 5321 §4.5.3.2.7: at least 5 minutes
     data_timeout: Seconds = 300.0
     session_timeout: Seconds = 1800.0
@@ -166,6 +175,9 @@ class Settings(BaseSettings):
     ticket_budget: Seconds = 60.0
     lease_time: Seconds = Field(default=120.0, ge=5)
     batch_size: int = Field(default=50, ge=1, le=1000)
+    # A claim's reply carries the bodies; Redis holds it in memory while it is sent, so large
+    # messages come in smaller batches (at least one message per claim).
+    batch_bytes: Bytes = Field(default=parse_size("4MiB"), gt=0)
     max_connections: int = Field(default=10, ge=1)
     max_messages_per_connection: int = Field(default=1000, ge=1)
     max_recipients_per_transaction: int = Field(default=100, ge=1)

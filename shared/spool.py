@@ -119,9 +119,9 @@ def dispatch_call(
 
 def claim_call(
     keys: Keys, domain: str, token: str, shaping: Shaping, *, count: int, lease_ms: int,
-    mark_ms: int, hand_off: bool = False,
+    mark_ms: int, hand_off: bool = False, max_bytes: int = 0,
 ) -> Call:  # fmt: skip
-    """KEYS and ARGV of ``claim.lua``."""
+    """KEYS and ARGV of ``claim.lua``; ``max_bytes`` caps the bodies claimed (0: no cap)."""
     s = shaping
     names = [
         keys.sched(domain), keys.inflight, keys.conn(s.destination), keys.tickets, keys.paused,
@@ -130,6 +130,7 @@ def claim_call(
     return names, [
         token, count, lease_ms, domain, keys.prefix, s.destination, s.max_connections,
         s.rate_limit, s.rate_period_ms, s.burst, s.recovery_ms, mark_ms, int(hand_off),
+        max_bytes,
     ]  # fmt: skip
 
 

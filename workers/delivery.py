@@ -114,6 +114,7 @@ def _claim(ctx: Context, ticket: Ticket, lease_ms: int, hand_off: bool = False) 
     return ctx.store.claim(
         ticket.domain, ticket.token, ticket.shaping, count=ctx.settings.batch_size,
         lease_ms=lease_ms, mark_ms=THROTTLE_MARK_MS, hand_off=hand_off,
+        max_bytes=ctx.settings.batch_bytes,
     )  # fmt: skip
 
 

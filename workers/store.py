@@ -123,14 +123,14 @@ class Store:
     # --- tickets ---------------------------------------------------------------------------
     def claim(
         self, domain: str, token: str, shaping: Shaping, *, count: int, lease_ms: int,
-        mark_ms: int = 2000, hand_off: bool = False,
+        mark_ms: int = 2000, hand_off: bool = False, max_bytes: int = 0,
     ) -> Claim | None:  # fmt: skip
         """Up to ``count`` due jobs under the ticket's lease, as many as the destination's
         rate admits; None when the lease is gone. ``hand_off``: the ticket has had its
         share and ends (status ``handoff``) if another domain waits for the destination."""
         call = claim_call(
             self.keys, domain, token, shaping, count=count, lease_ms=lease_ms,
-            mark_ms=mark_ms, hand_off=hand_off,
+            mark_ms=mark_ms, hand_off=hand_off, max_bytes=max_bytes,
         )  # fmt: skip
         reply = self._run("claim", call)
         if reply[0] == -1:

@@ -10,6 +10,7 @@
 -- ARGV[12] throttle mark ms (how long "a ticket waits on this rate" stays visible)
 -- ARGV[13] 1 when the ticket has had its fair share of time and should hand its slot over
 -- to another domain of the destination that waits for one
+-- ARGV[14] most body bytes to claim (0: no cap; the first job is claimed whatever its size)
 -- Returns {-1} when the ticket's lease is gone (stale or duplicate ticket), else
 -- {now, status, wait_ms, factor_permille, job...}: status 'ok' (the jobs, maybe none),
 -- 'paused' (an operator paused the domain or destination), 'handoff' (another domain of
@@ -57,6 +58,20 @@ if may_hand_off == '1' then
 end
 
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, n)
+-- The reply carries the bodies and Redis holds it in memory until it is sent: cap its
+-- size before the rate admits anything, so no admission is spent on a job left behind.
+local max_bytes, bytes = tonumber(ARGV[14]) or 0, 0
+if max_bytes > 0 then
+  for i, id in ipairs(ids) do
+    bytes = bytes + redis.call('STRLEN', p .. 'body:' .. id)
+    if i > 1 and bytes > max_bytes then
+      for j = #ids, i, -1 do
+        ids[j] = nil
+      end
+      break
+    end
+  end
+end
 if #ids > 0 and rate > 0 then
   local admitted, wait = gcra(gcra_key(p, dest, rate, period, rate_burst), now, rate, period,
                               rate_burst, #ids, true)

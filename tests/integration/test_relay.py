@@ -11,30 +11,88 @@ from tests.servers.spool_client import SpoolClient
 
 OUTSIDER = "127.0.0.2"  # the test ingress relays for 127.0.0.1/32 only
 
+# Every trick a relay check has been fooled by; mx.test is the ingress's own name. Each is
+# refused at RCPT with 550 5.7.1 before its syntax is even looked at.
 TRICKS = [
     "victim@elsewhere.test",
+    # percent hacks (RFC 1123 §5.2.16 "%-hack"), also with our name or address on the right
     "victim%elsewhere.test@mx.test",
+    "victim%elsewhere.test%other.test@mx.test",
+    "victim%elsewhere.test@[127.0.0.1]",
+    "victim%elsewhere.test@localhost",
+    # bang paths (UUCP)
     "elsewhere.test!victim@mx.test",
+    "a.test!b.test!victim@mx.test",
+    "a!b!victim",
+    "elsewhere.test!victim",
+    # quoted local parts holding a whole address
     '"victim@elsewhere.test"@mx.test',
+    '"victim%elsewhere.test"@mx.test',
+    '"elsewhere.test!victim"@mx.test',
+    '"victim@elsewhere.test"',
+    # source routes (RFC 5321 §4.1.2 and appendix C)
     "@mx.test:victim@elsewhere.test",
     "@a.test,@b.test:victim@elsewhere.test",
+    "@relay.test,@other.test:user@ext.test",
+    "@[127.0.0.1]:victim@elsewhere.test",
+    # two at-signs, mixed case, trailing dots
     "victim@elsewhere.test@mx.test",
-    "postmaster",
-    "victim@[192.0.2.1]",
     "VICTIM@ELSEWHERE.TEST",
+    "victim@ElseWhere.Test",
+    "victim@MX.TEST",
+    "victim@elsewhere.test.",
+    "victim@mx.test.",
+    "victim%elsewhere.test@MX.Test.",
+    # address literals (RFC 5321 §4.1.3)
+    "victim@[192.0.2.1]",
+    "victim@[127.0.0.1]",
+    "victim@[IPv6:::1]",
+    "victim@[IPv6:::ffff:127.0.0.1]",
+    # local-looking recipients: postmaster (RFC 5321 §4.5.1), no domain, the null path
+    "postmaster",
+    "Postmaster",
+    "postmaster@mx.test",
+    "postmaster@elsewhere.test",
+    "",
 ]
 
 
 @pytest.mark.parametrize("rcpt", TRICKS)
 def test_outsider_is_refused_for_every_address_trick(
-    ingress: IngressProcess, spool: SpoolClient, rcpt: str
+    shared_ingress: IngressProcess, spool: SpoolClient, rcpt: str
 ) -> None:
+    ingress = shared_ingress
     with RawSMTP(ingress.host, ingress.port, source=OUTSIDER) as smtp:
         assert smtp.cmd("EHLO outsider.test")[0] == 250
         assert smtp.cmd("MAIL FROM:<spammer@example.test>")[0] == 250
         code, text = smtp.cmd(f"RCPT TO:<{rcpt}>")
         assert (code, text) == (replies.RELAY_DENIED.code, f"5.7.1 {replies.RELAY_DENIED.text}")
         assert smtp.cmd("DATA") == (replies.NEED_RCPT.code, "5.5.1 " + replies.NEED_RCPT.text)
+    assert spool_keys(spool) == []
+
+
+def test_outsider_pipelining_every_trick_and_the_data_queues_nothing(
+    shared_ingress: IngressProcess, spool: SpoolClient
+) -> None:
+    """All the tricks in one pipelined transaction, the message right behind DATA."""
+    ingress = shared_ingress
+    rcpts = [f"RCPT TO:<{rcpt}>" for rcpt in ["spammer@example.test", *TRICKS]]
+    # and the command's own spelling: lower case, no brackets, a space, a parameter
+    rcpts += [
+        "rcpt to:<victim@elsewhere.test>",
+        "RCPT TO:victim@elsewhere.test",
+        "RCPT TO: <victim@elsewhere.test>",
+        "RCPT TO:<victim@elsewhere.test> NOTIFY=NEVER",
+    ]
+    batch = ["EHLO outsider.test", "MAIL FROM:<spammer@example.test>", *rcpts, "DATA"]
+    with RawSMTP(ingress.host, ingress.port, source=OUTSIDER) as smtp:
+        smtp.send("".join(f"{line}\r\n" for line in batch).encode())
+        codes = [smtp.reply()[0] for _ in batch]
+        assert codes == [250, 250] + [replies.RELAY_DENIED.code] * len(rcpts) + [503]
+        # The message the client sent blindly is read as commands: refused, none stored.
+        smtp.send(b"Subject: spam\r\n\r\nbuy now\r\n.\r\n")
+        assert [smtp.reply()[0] for _ in range(4)] == [500] * 4
+        assert smtp.cmd("NOOP")[0] == 250
     assert spool_keys(spool) == []
 
 

@@ -95,6 +95,26 @@ def test_completion_after_a_lost_lease_is_refused(
     assert spool.exists(f"mxf:msg:{msg_id}") == 1  # still there for the next ticket
 
 
+def test_a_claim_takes_no_more_body_bytes_than_asked(
+    redis_server: RedisServer, spool: SpoolClient
+) -> None:
+    store = make_store(redis_server)
+    body = b"Subject: x\r\n\r\n" + b"x" * 1000 + b"\r\n"  # ~1 KB each
+    for _ in range(10):
+        store.accept(new_queue_id(), Envelope("s@example.test", {"dest.test": ["r@dest.test"]}),
+                     body)  # fmt: skip
+    store.dispatch("dest.test", "t1", SHAPING, **LIMITS)
+
+    def take(max_bytes: int) -> int:
+        claimed = store.claim(
+            "dest.test", "t1", SHAPING, count=10, lease_ms=60_000, max_bytes=max_bytes
+        )
+        assert claimed is not None
+        return len(claimed.jobs)
+
+    assert [take(3 * len(body)), take(1), take(0)] == [3, 1, 6]  # at least one, all when 0
+
+
 def test_reaper_forgets_tickets_of_dead_workers(
     redis_server: RedisServer, spool: SpoolClient
 ) -> None:

@@ -179,6 +179,7 @@ def test_bad_credentials_get_535_and_too_many_end_the_session(
         assert smtp.cmd(b64(b"guess")) == wire(replies.TOO_MANY_AUTH_FAILURES)
         assert smtp.closed_by_peer(timeout=10)
     assert spool_keys(spool) == []
+    assert spool.get(f"mxf:authfail:{OUTSIDER}") == b"2"  # counted for the whole cluster
     assert metric(tls_ingress.metrics_port, "mxfleet_ingress_auth_total", result="failed") == 2
     assert (
         metric(

@@ -29,11 +29,12 @@ def body(spool: SpoolClient, msg_id: str) -> bytes:
 
 
 def spool_keys(spool: SpoolClient) -> list[str]:
-    """Every key of the spool (prefix ``mxf:``), sorted; the processes' heartbeats left out."""
+    """Every key of the spool (prefix ``mxf:``), sorted; the processes' heartbeats and the
+    failed-AUTH counters left out."""
     return sorted(
         key.decode()
         for key in spool.keys("mxf:*")
-        if key != b"mxf:nodes" and not key.startswith(b"mxf:node:")
+        if key != b"mxf:nodes" and not key.startswith((b"mxf:node:", b"mxf:authfail:"))
     )
 
 

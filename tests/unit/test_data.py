@@ -1,5 +1,6 @@
-"""ingress/data.py: end of data, dot-stuffing, bare CR/LF refusal, the size and line limits."""
+"""ingress/data.py: end of data, dot-stuffing, bare CR/LF (normalised or refused), limits."""
 
+import re
 from itertools import pairwise
 
 import pytest
@@ -8,7 +9,9 @@ from hypothesis import strategies as st
 
 from ingress.data import DataReader, Received
 from shared import replies
+from shared.settings import BareNewlines
 from tests.unit.fuzz import FUZZ
+from workers.smtp_wire import data_payload
 
 BIG = 10 * 1024 * 1024
 LINE = 1000  # RFC 5321 §4.5.3.1.6
@@ -93,7 +96,7 @@ def test_only_crlf_dot_crlf_ends_the_data() -> None:
 def test_smuggling_sequence_does_not_end_the_data(smuggler: bytes) -> None:
     # CVE-2023-51764 family: a second transaction hidden behind a bare-LF/CR "end of data".
     second = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nspoof\r\n"
-    reader = DataReader(BIG, LINE)
+    reader = DataReader(BIG, LINE, "reject")
     assert reader.feed(b"Subject: a\r\n\r\nhello" + smuggler + second) is None
     result = reader.feed(b".\r\nQUIT\r\n")
     assert result is not None
@@ -107,7 +110,7 @@ def test_smuggling_sequence_does_not_end_the_data(smuggler: bytes) -> None:
     [b"a\nb\r\n", b"a\rb\r\n", b"a\r\r\n", b"a\r\n\nb\r\n", b"\n\r\n", b"\r\r\n", b"\ra\r\n"],
 )
 def test_bare_cr_or_lf_refuses_the_message(data: bytes) -> None:
-    reader = DataReader(BIG, LINE)
+    reader = DataReader(BIG, LINE, "reject")
     assert reader.feed(data + b".\r\n") == Received(b"", replies.BARE_NEWLINE, len(data))
 
 
@@ -161,8 +164,9 @@ def test_past_the_limit_the_end_is_found_byte_by_byte() -> None:
     assert reader.feed(b"\n") == Received(b"", replies.MESSAGE_TOO_BIG, 102)
 
 
-def test_oversized_message_with_bare_lf_is_still_refused() -> None:
-    reader = DataReader(10, LINE)
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+def test_oversized_message_with_bare_lf_is_still_refused(mode: BareNewlines) -> None:
+    reader = DataReader(10, LINE, mode)
     assert reader.feed(b"z" * 50 + b"\n.\n" + b"z" * 50) is None
     result = reader.feed(b"\r\n.\r\n")
     assert result is not None
@@ -268,7 +272,7 @@ def test_a_bare_cr_or_lf_anywhere_is_never_accepted(
         at = starts[where % len(starts)]
     # The trailing END guarantees an end of data even when the insertion broke the first one.
     wire = stuffed[:at] + bare + stuffed[at:] + b".\r\n" + END
-    result, _ = feed_all(DataReader(BIG, LINE), chunked(wire, cuts))
+    result, _ = feed_all(DataReader(BIG, LINE, "reject"), chunked(wire, cuts))
     assert result is not None
     assert result.error == replies.BARE_NEWLINE
     assert result.body == b""
@@ -278,12 +282,23 @@ TOKENS = [
     b"a", b"Subject: x", b".", b"..", b" ", b"\r\n", b"\r", b"\n", b"\n.", b"\r.",
     b"MAIL FROM:<e@example.com>", *SMUGGLERS,
 ]  # fmt: skip
+tokens_st = st.lists(st.sampled_from(TOKENS), max_size=30)
+
+
+def normalised_message(content: bytes) -> bytes:
+    """What ``normalize`` makes of the data before the final dot, line by line: every CRLF,
+    bare CR and bare LF ends a line; a quoting dot goes (RFC 5321 §4.5.2), but a lone "."
+    is a line of text (only a bare CR or LF can make one: <CRLF>.<CRLF> ends the data)."""
+    lines = re.split(rb"\r\n|\r|\n", content)[:-1]  # content ends with a line end
+    unstuffed = (line[1:] if line.startswith(b".") and line != b"." else line for line in lines)
+    return b"".join(line + b"\r\n" for line in unstuffed)
 
 
 @FUZZ
-@given(st.lists(st.sampled_from(TOKENS), max_size=30), st.binary(max_size=20), cuts_st)
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+@given(tokens_st, st.binary(max_size=20), cuts_st)
 def test_data_ends_exactly_at_the_first_crlf_dot_crlf(
-    tokens: list[bytes], trailing: bytes, cuts: list[int]
+    mode: BareNewlines, tokens: list[bytes], trailing: bytes, cuts: list[int]
 ) -> None:
     wire = b"".join(tokens) + END + trailing
     framed = b"\r\n" + wire  # the CRLF before the first line (RFC 5321 §4.1.1.4)
@@ -291,12 +306,82 @@ def test_data_ends_exactly_at_the_first_crlf_dot_crlf(
     content = framed[2 : end + 2]
     crlf = content.count(b"\r\n")
     bare = content.count(b"\r") != crlf or content.count(b"\n") != crlf
-    result, rest = feed_all(DataReader(BIG, LINE), chunked(wire, cuts))
+    result, rest = feed_all(DataReader(BIG, LINE, mode), chunked(wire, cuts))
     assert rest == framed[end + 5 :]
     assert result is not None
     assert result.wire_size == len(content)
-    if bare:
+    if bare and mode == "reject":
         assert result == Received(b"", replies.BARE_NEWLINE, len(content))
     else:
         assert result.error is None
-        assert result.body == content.replace(b"\r\n.", b"\r\n").removeprefix(b".")
+        assert result.body == normalised_message(content)
+        if not bare:
+            assert result.body == content.replace(b"\r\n.", b"\r\n").removeprefix(b".")
+
+
+# --- normalize: bare CR and LF become CRLF -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "body"),
+    [
+        (b"Subject: unix\n\nline\r\n", b"Subject: unix\r\n\r\nline\r\n"),
+        (b"a\rb\r\n", b"a\r\nb\r\n"),
+        (b"a\r\r\n", b"a\r\n\r\n"),
+        (b"a\n\rb\r\n", b"a\r\n\r\nb\r\n"),
+        (b"\n\r\n", b"\r\n\r\n"),
+        (b"..x\n..\n.y\r\n", b".x\r\n.\r\ny\r\n"),  # quoting dots go, as on CRLF lines
+        (b"a\n.\nb\r\n", b"a\r\n.\r\nb\r\n"),  # a lone "." stays: it did not end the data
+        (b".\n\r\n", b".\r\n\r\n"),
+        (b"a\r\n.\r\r\nb\r\n", b"a\r\n.\r\n\r\nb\r\n"),
+    ],
+)
+def test_bare_cr_and_lf_are_normalised(data: bytes, body: bytes) -> None:
+    reader = DataReader(BIG, LINE)
+    assert reader.feed(data + b".\r\nQUIT\r\n") == Received(body, None, len(data))
+    assert reader.leftover == b"QUIT\r\n"
+
+
+@pytest.mark.parametrize("smuggler", SMUGGLERS)
+def test_smuggling_sequence_is_text_of_one_message(smuggler: bytes) -> None:
+    second = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nspoof\r\n"
+    reader = DataReader(BIG, LINE)
+    assert reader.feed(b"Subject: a\r\n\r\nhello" + smuggler + second) is None
+    result = reader.feed(b".\r\nQUIT\r\n")
+    assert result is not None
+    assert result.error is None
+    assert result.body == b"Subject: a\r\n\r\nhello\r\n.\r\n" + second
+    assert reader.leftover == b"QUIT\r\n"
+
+
+@FUZZ
+@given(tokens_st, st.integers(min_value=1, max_value=400), cuts_st)
+def test_size_limit_counts_the_normalised_message(
+    tokens: list[bytes], max_size: int, cuts: list[int]
+) -> None:
+    wire = b"".join(tokens) + END
+    framed = b"\r\n" + wire  # the data ends at the first END, maybe one the tokens made
+    content = framed[2 : framed.find(END) + 2]
+    message = normalised_message(content)
+    result, _ = feed_all(DataReader(max_size, LINE), chunked(wire, cuts))
+    assert result is not None
+    if len(message) > max_size:
+        assert result == Received(b"", replies.MESSAGE_TOO_BIG, len(content))
+    else:
+        assert result == Received(message, None, len(content))
+
+
+@FUZZ
+@given(tokens_st, cuts_st)
+def test_a_normalised_message_is_relayed_as_it_was_stored(
+    tokens: list[bytes], cuts: list[int]
+) -> None:
+    # The worker's dot-stuffing (workers/smtp_wire.py) of a stored message gives wire data
+    # with no bare CR or LF and no early end, which a strict server reads back unchanged.
+    stored = DataReader(BIG, LINE).feed(b"".join(tokens) + END)
+    assert stored is not None
+    assert stored.error is None
+    payload = data_payload(stored.body)
+    relayed, rest = feed_all(DataReader(BIG, LINE, "reject"), chunked(payload, cuts))
+    assert relayed is not None
+    assert (relayed.body, relayed.error, rest) == (stored.body, None, b"")

@@ -74,6 +74,8 @@ def test_canned_reply_is_well_formed(name: str) -> None:
         (replies.TOO_MANY_RECIPIENTS, 452, "4.5.3"),
         (replies.AUTH_OK, 235, "2.7.0"),
         (replies.AUTH_FAILED, 535, "5.7.8"),
+        (replies.AUTH_LOCKED, 454, "4.7.0"),  # RFC 4954 §6
+        (replies.AUTH_TEMPFAIL, 454, "4.7.0"),
         (replies.NEED_SMTPUTF8, 553, "5.6.7"),
         (replies.START_DATA, 354, ""),
     ],
