@@ -13,6 +13,7 @@ import binascii
 import os
 from pathlib import Path
 
+from ingress import listfile
 from shared.passwords import ScryptHash, hash_password, parse_hash
 
 
@@ -33,14 +34,11 @@ class Credentials:
     @classmethod
     def load(cls, path: Path) -> "Credentials":
         try:
-            lines = path.read_text("utf-8").splitlines()
+            lines = listfile.entries(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise CredentialsError(f"{path}: cannot read: {exc}") from exc
         users: dict[str, ScryptHash] = {}
-        for number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
+        for number, line in lines:
             user, sep, hashed = line.partition(":")
             try:
                 if not sep or not user:

@@ -7,6 +7,8 @@ import signal
 import time
 from types import FrameType
 
+from ingress.dkim_keys import DkimKeyError
+from ingress.dkim_sign import Signer, load_signer
 from ingress.limits import SessionTable
 from ingress.listener import raise_fd_limit
 from ingress.server import serve
@@ -24,31 +26,38 @@ def _loop_factory() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_process(settings: Settings, limits: SessionTable, index: int) -> None:
+def run_process(settings: Settings, limits: SessionTable, index: int, signer: Signer) -> None:
     limits.use_row(index)
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
-        runner.run(serve(settings, limits, index))
+        runner.run(serve(settings, limits, index, signer))
 
 
 def main(settings: Settings) -> int:
+    try:
+        signer = load_signer(settings)  # once, before the fork: a bad key stops the node here
+    except DkimKeyError as exc:
+        log.event(logger, "dkim_keys_invalid", logging.ERROR, error=exc)
+        return 2
     raise_fd_limit(settings.max_sessions)  # before the fork: every process inherits it
     limits = SessionTable(
         settings.max_sessions, settings.max_sessions_per_ip, settings.ingress_processes
     )
     if settings.ingress_processes == 1:
-        run_process(settings, limits, 0)
+        run_process(settings, limits, 0, signer)
         return 0
-    return _supervise(settings, limits)
+    return _supervise(settings, limits, signer)
 
 
-def _supervise(settings: Settings, limits: SessionTable) -> int:
+def _supervise(settings: Settings, limits: SessionTable, signer: Signer) -> int:
     """Run ``ingress_processes`` children; restart one that dies; pass SIGTERM on."""
     ctx = multiprocessing.get_context("fork")
     children: dict[int, multiprocessing.process.BaseProcess] = {}
     stopping = False
 
     def start(index: int) -> None:
-        child = ctx.Process(target=run_process, args=(settings, limits, index), daemon=False)
+        child = ctx.Process(
+            target=run_process, args=(settings, limits, index, signer), daemon=False
+        )
         child.start()
         children[index] = child
 

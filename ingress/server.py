@@ -8,8 +8,10 @@ import asyncio
 import logging
 import signal
 import ssl
+from typing import TYPE_CHECKING
 
 from ingress.auth import Credentials
+from ingress.dkim_sign import Signer
 from ingress.handler import Handler
 from ingress.limits import SessionTable
 from ingress.listener import Listener
@@ -21,6 +23,9 @@ from shared.httpd import HealthServer
 from shared.redis_conn import async_client
 from shared.replies import Reply
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from ingress.api_server import ApiServer
 
 logger = logging.getLogger("mxfleet.ingress")
 
@@ -37,11 +42,13 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Node:
     """What every session of this process shares."""
 
-    def __init__(self, settings: Settings, limits: SessionTable, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, limits: SessionTable, store: Store, signer: Signer | None = None
+    ) -> None:
         self.settings = settings
         self.limits = limits
         self.store = store
-        self.handler = Handler(settings, store)
+        self.handler = Handler(settings, store, signer)
         self.loop = asyncio.get_running_loop()
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -119,14 +126,17 @@ class Node:
         return health.ready, health.problem
 
 
-async def serve(settings: Settings, limits: SessionTable, index: int = 0) -> None:
+async def serve(
+    settings: Settings, limits: SessionTable, index: int = 0, signer: Signer | None = None
+) -> None:
     """Run one ingress process until SIGTERM/SIGINT, then drain and return."""
     store = Store(async_client(settings), settings)
     await store.check()
-    node = Node(settings, limits, store)
+    node = Node(settings, limits, store, signer)
     host, port = settings.listen_address
     node.listener = listener = Listener(lambda: Session(node), host, port)
     await listener.start()
+    api = await start_api(node) if settings.api_listen is not None else None
     mhost, mport = settings.metrics_address
     health = HealthServer(mhost, mport + index if mport else 0, node.readiness)
     stop = asyncio.Event()
@@ -137,11 +147,21 @@ async def serve(settings: Settings, limits: SessionTable, index: int = 0) -> Non
     ]
     log.event(logger, "listening", listen=settings.listen, metrics=f"{mhost}:{health.port}")
     await stop.wait()
+    closing = api.close(settings.drain_timeout) if api is not None else None
+    api_closed = node.loop.create_task(closing) if closing is not None else None
     await drain(node, listener)
+    if api_closed is not None:
+        await api_closed  # requests in flight answered, within drain_timeout
     for task in background:
         task.cancel()
     health.close()
     await store.close()
+
+
+async def start_api(node: Node) -> "ApiServer":
+    from ingress.api_server import ApiServer  # aiohttp (~0.15 s) only when the API is on
+
+    return await ApiServer.start(node)
 
 
 async def drain(node: Node, listener: Listener) -> None:

@@ -1,10 +1,10 @@
 """One SMTP session: an asyncio protocol that owns the RFC 5321 state machine.
 
 Lines are read from a buffer, so pipelined commands (RFC 2920) are answered in order with
-one write per batch. Commands that must wait (the durable accept, AUTH, STARTTLS) set
-``_busy``; reading resumes when they finish. Timeouts are deadlines that the server's
-sweeper checks (:meth:`Session.expired`), so a client that trickles bytes never extends
-its deadline (slowloris).
+one write per batch. Commands that must wait (the durable accept, AUTH, STARTTLS, a RCPT's
+look at the suppression list) set ``_busy``; reading resumes when they finish. Timeouts
+are deadlines that the server's sweeper checks (:meth:`Session.expired`), so a client that
+trickles bytes never extends its deadline (slowloris).
 """
 
 import asyncio
@@ -12,7 +12,7 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, cast
 
-from ingress import policy, proxy, tls_auth
+from ingress import policy, proxy, suppression, tls_auth
 from ingress.commands import CommandError, MailParams, parse_mail, parse_rcpt, split_command
 from ingress.data import DataReader, Received
 from ingress.handler import Transaction
@@ -242,6 +242,7 @@ class Session(asyncio.Protocol):
         self.has_sender = False
         self.params = MailParams()
         self.recipients: list[Mailbox] = []
+        self.suppressed: list[Mailbox] = []  # accepted but dropped (suppression = "drop")
 
     def _helo(self, arg: str, *, esmtp: bool) -> Reply | bytes:
         if not policy.valid_helo(arg):
@@ -270,14 +271,14 @@ class Session(asyncio.Protocol):
         self.sender, self.params, self.has_sender = sender, params, True
         return replies.SENDER_OK
 
-    def cmd_rcpt(self, arg: str) -> Reply:
+    def cmd_rcpt(self, arg: str) -> Reply | None:
         if not self.has_sender:
             return replies.NEED_MAIL
         if not self.may_relay:
             metrics.INGRESS_RECIPIENTS.labels("relay_denied").inc()
             log.event(logger, "relay_denied", client=self.client_ip, rcpt=arg[:300])
             return replies.RELAY_DENIED
-        if len(self.recipients) >= self.settings.max_recipients:
+        if len(self.recipients) + len(self.suppressed) >= self.settings.max_recipients:
             metrics.INGRESS_RECIPIENTS.labels("too_many").inc()
             return replies.TOO_MANY_RECIPIENTS
         try:
@@ -285,6 +286,9 @@ class Session(asyncio.Protocol):
         except CommandError:
             metrics.INGRESS_RECIPIENTS.labels("bad_address").inc()
             raise
+        if self.settings.suppression != "off":  # a look at the list in Redis, then the reply
+            self._run(suppression.rcpt(self, rcpt))
+            return None
         self.recipients.append(rcpt)
         metrics.INGRESS_RECIPIENTS.labels("accepted").inc()
         return replies.RECIPIENT_OK
@@ -294,7 +298,7 @@ class Session(asyncio.Protocol):
             raise CommandError(replies.SYNTAX_ERROR.with_text("Syntax: DATA"))
         if not self.has_sender:
             return replies.NEED_MAIL
-        if not self.recipients:
+        if not self.recipients and not self.suppressed:
             return replies.NEED_RCPT
         health = self.node.store.health
         if health.reachable and not health.room:
@@ -358,6 +362,7 @@ class Session(asyncio.Protocol):
             sender=self.sender,
             recipients=self.recipients,
             smtputf8=self.params.smtputf8,
+            suppressed=self.suppressed,
         )
         self._reset()
         reply = await self.node.handler.accept(tx, received.body)

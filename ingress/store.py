@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
+from redis.typing import EncodableT, FieldT
 
 from shared import log, metrics
 from shared.errors import SpoolFull, SpoolUnavailable
@@ -214,7 +215,7 @@ class Store:
 
     async def discard(self, msg_id: str, envelope: Envelope) -> bool:
         """Take back a message no worker holds yet; True when it was removed."""
-        keys, args = discard_call(self._keys, msg_id, list(envelope.recipients))
+        keys, args = discard_call(self._keys, msg_id, list(envelope.recipients), envelope.priority)
         try:
             return bool(await self._discard(keys=keys, args=args))
         except redis.exceptions.RedisError as exc:
@@ -245,6 +246,26 @@ class Store:
         except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
             raise SpoolUnavailable(str(exc)) from exc
         return int(count)
+
+    async def count_existing(self, keys: list[str]) -> int:
+        """How many of ``keys`` exist (one EXISTS: the suppression check at RCPT);
+        SpoolUnavailable when Redis cannot say."""
+        try:
+            return int(await self._client.exists(*keys))
+        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+            raise SpoolUnavailable(str(exc)) from exc
+
+    async def add_events(self, events: list[dict[str, str]]) -> None:
+        """Append entries to the events stream (one round trip); SpoolUnavailable if not."""
+        maxlen = self._settings.events_maxlen
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for fields in events:
+                    entry: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
+                    pipe.xadd(self._keys.events, entry, maxlen=maxlen, approximate=True)
+                await pipe.execute()
+        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+            raise SpoolUnavailable(str(exc)) from exc
 
     def _discard_later(self, msg_id: str, envelope: Envelope) -> None:
         task = asyncio.get_running_loop().create_task(self.discard(msg_id, envelope))

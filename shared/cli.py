@@ -26,6 +26,7 @@ TOOLS = {
     "queue": ("workers.queue_cli", "inspect and steer the queue"),
     "status": ("workers.status_cli", "cluster health: Redis, processes, backlog, recent rates"),
     "events": ("workers.events_cli", "delivery events: print them, follow them, post to a webhook"),
+    "suppress": ("workers.suppress_cli", "the suppression list: add, remove, list, import"),
 }
 UP_DEFAULTS = {
     "MXFLEET_LISTEN": "127.0.0.1:2525",

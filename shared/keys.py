@@ -3,13 +3,19 @@
 ```
 {p}msg:{id}          HASH    envelope and bookkeeping of an accepted message:
                              from, rcpts (count), size, received_ms, client, helo, auth,
-                             proto, smtputf8, domains, jobs_left (refcount of open jobs)
+                             proto, smtputf8, priority (its class), domains, jobs_left
+                             (refcount of open jobs)
 {p}body:{id}         STRING  the raw message as stored (trace headers added), CRLF lines
 {p}rcpt:{id}:{dom}   SET     recipients still pending for that domain
 {p}job:{id}:{dom}    HASH    one job (message x destination domain): msg, domain,
-                             attempts, created_ms, not_before_ms, last_reply, lease
-                             (the token of the ticket that holds it, while in flight)
-{p}sched:{dom}       ZSET    message id → not-before ms (the domain's schedule)
+                             attempts, created_ms, not_before_ms, prio (its class,
+                             ``transactional`` or ``bulk``; missing: bulk), last_reply,
+                             lease (the token of the ticket that holds it, while in flight)
+{p}sched:{dom}       ZSET    message id → not-before ms (the domain's bulk schedule)
+{p}sched:{dom}:t     ZSET    the same for its transactional jobs: a claim takes the due
+                             ones of this schedule first (see :mod:`shared.priority`); a
+                             job deferred, reaped or given back returns to the schedule
+                             of its class (its ``prio``)
 {p}due               ZSET    domain → when the dispatcher should look at it (ms)
 {p}queue             ZSET    message id → accept time ms (every message not finished)
 {p}inflight          ZSET    "{id}:{dom}" → lease deadline ms (jobs a ticket holds)
@@ -33,16 +39,30 @@
 {p}dest              HASH    domain → "destination policy" as the dispatcher last resolved it
 {p}stats:{n}         HASH    the counters of stats for the 10 s starting at n * 10 s (1 h TTL)
 {p}stats             HASH    cluster counters: accepted, jobs (open now), delivered,
-                             deferred, bounced, reaped, lease_lost, dsn, tickets (ended)
+                             deferred, bounced, reaped, lease_lost, dsn, tickets (ended),
+                             suppressed_bounce, suppressed_operator (suppression entries
+                             written)
 {p}authfail:{client} STRING  failed SMTP AUTH attempts of a client (an IPv4 address or an
                              IPv6 /64), PX auth_failure_window, restarted by each failure
+{p}supp:{scope}:{address}
+                     STRING  a suppressed recipient (see :mod:`shared.suppression`):
+                             "source TAB added_ms TAB address as given TAB reason" (source:
+                             bounce | operator; the address empty when it is the key's;
+                             reason: the bounce reply, or "operator"); PX until it expires.
+                             scope: a sender domain, or ``*`` (global); address: local part
+                             lower-cased, domain A-label
+{p}suppressed        ZSET    "{scope}:{address}" → expiry ms (+inf: never), the index of the
+                             entries for listing them; each add trims its expired members
 ```
 Message ids are time-ordered (see :mod:`shared.message`) and never contain ``:``; domains
 are lower-case IDNA A-labels, so neither needs escaping inside a key. A client address is
-the last part of its key, so the colons of an IPv6 one need no escaping either.
+the last part of its key, so the colons of an IPv6 one need no escaping either; nor do
+those of a suppressed address (a scope holds none, so the first colon after it splits).
 """
 
 from dataclasses import dataclass
+
+from shared.priority import BULK, CLASSES, SCHED_SUFFIX, Priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +81,13 @@ class Keys:
     def job(self, msg_id: str, domain: str) -> str:
         return f"{self.prefix}job:{msg_id}:{domain}"
 
-    def sched(self, domain: str) -> str:
-        return f"{self.prefix}sched:{domain}"
+    def sched(self, domain: str, priority: Priority = BULK) -> str:
+        """The domain's schedule of one class (bulk: the plain key)."""
+        return f"{self.prefix}sched:{domain}{SCHED_SUFFIX[priority]}"
+
+    def schedules(self, domain: str) -> tuple[str, ...]:
+        """The domain's schedules, in the order a claim serves them (transactional first)."""
+        return tuple(self.sched(domain, cls) for cls in CLASSES)
 
     @property
     def due(self) -> str:
@@ -133,3 +158,12 @@ class Keys:
 
     def authfail(self, client: str) -> str:
         return f"{self.prefix}authfail:{client}"
+
+    def supp(self, scope: str, address: str) -> str:
+        """A suppression entry: ``scope`` a sender domain or ``*``, ``address`` in the
+        list's lookup form (:func:`shared.suppression.lookup_form`)."""
+        return f"{self.prefix}supp:{scope}:{address}"
+
+    @property
+    def suppressed(self) -> str:
+        return f"{self.prefix}suppressed"

@@ -7,7 +7,8 @@ Ingress:
 - ``mxfleet_ingress_active_sessions``: sessions open now.
 - ``mxfleet_ingress_messages_total{result}``: end-of-DATA outcomes (``accepted``,
   ``spool_unavailable``, ``spool_full``, ``too_big``, ``loop``, ``bare_newline``,
-  ``line_too_long``).
+  ``line_too_long``, ``bad_priority``, ``suppressed``: every recipient was dropped by the
+  suppression list, nothing stored).
 - ``mxfleet_ingress_recipients_total{result}``: RCPT outcomes (``accepted``,
   ``relay_denied``, ``too_many``, ``bad_address``).
 - ``mxfleet_ingress_received_bytes_total``: bytes of accepted messages.
@@ -22,13 +23,26 @@ Ingress:
 - ``mxfleet_ingress_spool_ready``: 1 when the spool is reachable, durable and below its
   high-water mark.
 - ``mxfleet_ingress_draining``: 1 while the node drains after SIGTERM.
+- ``mxfleet_ingress_api_requests_total{endpoint,code}``: HTTP API requests by endpoint
+  (``message``, ``batch``, ``openapi``, ``other``) and HTTP status code.
+- ``mxfleet_ingress_api_messages_total{result}``: messages submitted through the HTTP API
+  (``accepted``, ``invalid``, ``refused``, ``too_big``, ``tempfail``); the accepted ones
+  count in ``mxfleet_ingress_messages_total`` too.
+- ``mxfleet_ingress_dkim_messages_total{result}``: DKIM signing outcomes at end of DATA,
+  counted only when keys are loaded (``signed``; ``no_key``: no key for the sender's
+  domain; ``already_signed``: it carries a signature of every key's d= and s=; ``failed``:
+  its header section does not parse, stored unsigned). A message the spool then refuses
+  was counted too.
+- ``mxfleet_ingress_dkim_signatures_total{algorithm}``: signatures added (``rsa-sha256``,
+  ``ed25519-sha256``): a domain with keys of both algorithms adds two per message.
 
 Queue (the leading dispatcher): ``mxfleet_queue_jobs``, ``mxfleet_queue_inflight_jobs``,
 ``mxfleet_queue_scheduled_jobs``, ``mxfleet_queue_due_domains``,
 ``mxfleet_queue_oldest_age_seconds``; per policy (sampled every few seconds):
 ``mxfleet_queue_policy_jobs{policy}`` (scheduled jobs) and
 ``mxfleet_queue_policy_overdue_seconds{policy}`` (how long its earliest due job has waited
-past its due time: grows while a destination is throttled, paused or failing).
+past its due time: grows while a destination is throttled, paused or failing); per
+priority class (same sample): ``mxfleet_queue_class_jobs{class}`` (scheduled jobs).
 Cluster (the leading dispatcher): ``mxfleet_cluster_processes{role}`` (processes whose
 heartbeat is fresh), ``mxfleet_redis_used_memory_bytes``, ``mxfleet_redis_maxmemory_bytes``
 (0: no limit).
@@ -43,7 +57,9 @@ Delivery (workers): ``mxfleet_delivery_recipients_total{policy,verdict}`` (``del
 ``failed``), ``mxfleet_delivery_lease_lost_total``,
 ``mxfleet_delivery_maybe_duplicated_total``, ``mxfleet_delivery_dsn_total``,
 ``mxfleet_delivery_transaction_seconds``, ``mxfleet_delivery_latency_seconds``,
-``mxfleet_delivery_open_connections{policy}`` (this worker's; sum them for the cluster).
+``mxfleet_delivery_open_connections{policy}`` (this worker's; sum them for the cluster);
+per priority class: ``mxfleet_delivery_class_recipients_total{class,verdict}`` and
+``mxfleet_delivery_class_latency_seconds{class}`` (accept to delivery).
 
 Shaping: ``mxfleet_shaping_deferrals_total{policy,reason}``: times delivery to a
 destination was put off: ``rate`` (its rate admitted nothing: a dispatch held back or a
@@ -54,7 +70,17 @@ destinations (``mxfleet_shaping_factor``, 1 without backoff) and what it leaves:
 ``mxfleet_shaping_effective_rate`` (messages per second; 0 when the policy has no rate) and
 ``mxfleet_shaping_effective_connections``.
 
-The ``policy`` label is a policy name from the configuration, or ``default``.
+Suppression list (:mod:`shared.suppression`):
+``mxfleet_ingress_suppressed_recipients_total{action}``: RCPTs of relay clients to a
+suppressed recipient (``refused``: 550 5.7.1; ``dropped``: 250, not queued);
+``mxfleet_ingress_suppression_unchecked_total``: RCPTs accepted without a look at the list
+because Redis could not be asked (fail open); ``mxfleet_suppression_added_total{source}``:
+entries written by this process (``bounce``: workers, on a hard bounce; ``operator``:
+``mxfleet suppress``, a short-lived command, so the cluster-wide figures are also kept in
+``{p}stats``).
+
+The ``policy`` label is a policy name from the configuration, or ``default``; the
+``class`` label is ``transactional`` or ``bulk`` (:mod:`shared.priority`).
 """
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -86,6 +112,18 @@ INGRESS_SPOOL_READY = Gauge(
     "mxfleet_ingress_spool_ready", "1 when the spool is reachable, durable and has room"
 )
 INGRESS_DRAINING = Gauge("mxfleet_ingress_draining", "1 while draining after SIGTERM")
+INGRESS_DKIM_MESSAGES = Counter(
+    "mxfleet_ingress_dkim_messages", "Messages by DKIM signing outcome", ["result"]
+)
+INGRESS_DKIM_SIGNATURES = Counter(
+    "mxfleet_ingress_dkim_signatures", "DKIM signatures added", ["algorithm"]
+)
+INGRESS_API_REQUESTS = Counter(
+    "mxfleet_ingress_api_requests", "HTTP API requests", ["endpoint", "code"]
+)
+INGRESS_API_MESSAGES = Counter(
+    "mxfleet_ingress_api_messages", "Messages submitted through the HTTP API", ["result"]
+)
 
 # --- queue (exported by the leading dispatcher) ---------------------------------------------
 QUEUE_JOBS = Gauge("mxfleet_queue_jobs", "Jobs not finished (scheduled or in flight)")
@@ -104,6 +142,7 @@ QUEUE_POLICY_OVERDUE = Gauge(
     "How long the policy's earliest due job has waited past its due time",
     ["policy"],
 )
+QUEUE_CLASS_JOBS = Gauge("mxfleet_queue_class_jobs", "Scheduled jobs by priority class", ["class"])
 CLUSTER_PROCESSES = Gauge("mxfleet_cluster_processes", "Processes with a fresh heartbeat", ["role"])
 REDIS_USED_MEMORY = Gauge("mxfleet_redis_used_memory_bytes", "Memory the spool's Redis uses")
 REDIS_MAXMEMORY = Gauge("mxfleet_redis_maxmemory_bytes", "The spool's Redis maxmemory (0: none)")
@@ -120,6 +159,11 @@ DISPATCHER_REAPED = Counter(
 # --- delivery (workers) --------------------------------------------------------------------
 DELIVERY_RECIPIENTS = Counter(
     "mxfleet_delivery_recipients", "Recipient verdicts of delivery attempts", ["policy", "verdict"]
+)
+DELIVERY_CLASS_RECIPIENTS = Counter(
+    "mxfleet_delivery_class_recipients",
+    "Recipient verdicts of delivery attempts by priority class",
+    ["class", "verdict"],
 )
 DELIVERY_OPEN_CONNECTIONS = Gauge(
     "mxfleet_delivery_open_connections", "Outbound SMTP connections open now", ["policy"]
@@ -148,6 +192,13 @@ DELIVERY_LATENCY_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
 )
 
+DELIVERY_CLASS_LATENCY_SECONDS = Histogram(
+    "mxfleet_delivery_class_latency_seconds",
+    "From accept to delivery of a recipient, by priority class",
+    ["class"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+)
+
 # --- shaping ------------------------------------------------------------------------------
 SHAPING_DEFERRALS = Counter(
     "mxfleet_shaping_deferrals", "Times delivery to a destination was put off", ["policy", "reason"]
@@ -163,4 +214,18 @@ SHAPING_EFFECTIVE_RATE = Gauge(
 )
 SHAPING_EFFECTIVE_CONNECTIONS = Gauge(
     "mxfleet_shaping_effective_connections", "Connections allowed now", ["policy"]
+)
+
+# --- suppression list ----------------------------------------------------------------------
+INGRESS_SUPPRESSED = Counter(
+    "mxfleet_ingress_suppressed_recipients",
+    "RCPTs to a suppressed recipient, by action",
+    ["action"],
+)
+INGRESS_SUPPRESSION_UNCHECKED = Counter(
+    "mxfleet_ingress_suppression_unchecked",
+    "RCPTs accepted unchecked because the suppression list could not be asked",
+)
+SUPPRESSION_ADDED = Counter(
+    "mxfleet_suppression_added", "Suppression entries written, by source", ["source"]
 )

@@ -85,8 +85,19 @@ AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4
 AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication")
 AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")
 RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied")
+# A recipient on the suppression list. RFC 3463 §3.8: X.7.1 "delivery not authorized,
+# message refused" is a policy refusal, so clients do not take it for a bounce of the
+# destination (5.1.1) and the reason stays ours.
+SUPPRESSED = Reply(550, "5.7.1", "Recipient address is suppressed (earlier hard bounce or opt-out)")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")  # RFC 6531 §3.5
 LOOP_DETECTED = Reply(554, "5.4.6", "Too many Received headers: mail loop detected")
 BARE_NEWLINE = Reply(550, "5.5.2", "Bare <CR> or <LF> in message data (RFC 5321 §2.3.8)")
 LINE_TOO_LONG_DATA = Reply(552, "5.3.4", "Line too long in message data")
+# Priority classes (README "Priority classes"): a class the client names must exist, or the
+# mail would silently go as another class. RFC 3463 §3.7: X.6.0 for a content problem (the
+# header field); X.5.4 for an invalid argument (the class given with a submission).
+PRIORITY_HEADER_INVALID = Reply(
+    550, "5.6.0", "X-Mxfleet-Priority must be one of: transactional, bulk"
+)
+PRIORITY_INVALID = Reply(550, "5.5.4", "Priority must be one of: transactional, bulk")

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import (
@@ -30,6 +31,7 @@ from pydantic_settings import (
 )
 
 from shared.policies import Policies, PolicySpec, build_policies
+from shared.priority import Priority
 from shared.redis_url import check_url
 from shared.units import parse_duration, parse_size
 
@@ -110,6 +112,8 @@ def _parse_networks(value: object) -> list[Network]:
 
 
 Networks = Annotated[list[Network], NoDecode, BeforeValidator(_parse_networks)]
+# SMTP AUTH user names, comma-separated in the environment
+Users = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 HostPort = Annotated[str, AfterValidator(_hostport)]
 HostAnyPort = Annotated[str, AfterValidator(_hostport_any)]
 
@@ -169,6 +173,29 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     auth_file: Path | None = None
     auth_require_tls: bool = True
+    # DKIM signing keys, <selector>._domainkey.<domain>.key files (ingress/dkim_keys.py);
+    # read by the ingress alone at its start, so other roles need not mount the directory
+    dkim_keys_dir: Path | None = None
+    # --- priority classes (shared/priority.py, ingress/priority.py): which due mail of a
+    # destination goes first when its limits are the bottleneck
+    default_priority: Priority = "bulk"
+    transactional_users: Users = Field(default_factory=list)  # AUTH users
+    bulk_users: Users = Field(default_factory=list)
+    priority_header: bool = True  # honour X-Mxfleet-Priority from relay clients
+    # --- HTTP injection API of the ingress (ingress/api.py; off unless api_listen is set)
+    api_listen: HostPort | None = None
+    api_tokens_file: Path | None = None
+    api_allow_plaintext: bool = False  # serve the API without TLS (tests, loopback)
+    # a request's body; one message as base64 is 4/3 of its size, so keep this above
+    # 4/3 x max_message_size
+    api_max_request_size: Bytes = Field(default=parse_size("40MiB"), gt=0)
+
+    # --- suppression list (shared/suppression.py): recipients refused at RCPT for relay
+    # clients (refuse: 550 5.7.1; drop: 250, not queued, an event), learnt from hard
+    # bounces (5.1.x) in the sender's domain or for everyone; off: neither
+    suppression: Literal["refuse", "drop", "off"] = "refuse"
+    suppression_scope: Literal["sender_domain", "global"] = "sender_domain"
+    suppression_ttl: Seconds = Field(default=30 * 86400.0, gt=0)
 
     # --- delivery: the dispatcher and the workers
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
@@ -204,6 +231,14 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, url: str | None) -> str | None:
         return None if url is None else check_url(url)
 
+    @field_validator("bulk_users")
+    @classmethod
+    def _check_users(cls, bulk: list[str], info: ValidationInfo) -> list[str]:
+        both = sorted(set(bulk) & set(info.data.get("transactional_users", [])))
+        if both:
+            raise ValueError(f"also in transactional_users: {', '.join(both)}")
+        return bulk
+
     @field_validator("dns_servers")
     @classmethod
     def _check_dns_servers(cls, servers: list[str]) -> list[str]:
@@ -214,7 +249,21 @@ class Settings(BaseSettings):
     def model_post_init(self, context: Any, /) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        if self.api_listen is not None:
+            self._check_api()
         self._policies = build_policies(self.policy, self.model_dump(exclude={"policy"}))
+
+    def _check_api(self) -> None:
+        if self.api_tokens_file is None:
+            raise ValueError("api_listen needs api_tokens_file (the clients' bearer tokens)")
+        if self.tls_cert is None and not self.api_allow_plaintext:
+            raise ValueError(
+                "api_listen without tls_cert/tls_key would carry bearer tokens in clear: "
+                "configure the certificate, or set api_allow_plaintext = true (loopback, tests)"
+            )
+        port, metrics = self.api_address[1], self.metrics_address[1]
+        if port == self.listen_address[1] or metrics <= port < metrics + self.ingress_processes:
+            raise ValueError(f"api_listen port {port} is the SMTP port or a metrics port")
 
     @property
     def policies(self) -> Policies:
@@ -228,6 +277,11 @@ class Settings(BaseSettings):
     @property
     def metrics_address(self) -> tuple[str, int]:
         return parse_hostport(self.metrics_listen, any_port=True)
+
+    @property
+    def api_address(self) -> tuple[str, int]:
+        """(host, port) of the HTTP API; only meaningful when ``api_listen`` is set."""
+        return parse_hostport(self.api_listen or "")
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ from functools import cache
 from importlib import resources
 
 from shared.keys import Keys
+from shared.priority import BULK, TRANSACTIONAL, Priority
 
 _INCLUDE = "-- include: "
 
@@ -56,6 +57,7 @@ class Envelope:
     auth: str = ""
     proto: str = "ESMTP"
     smtputf8: bool = False
+    priority: Priority = BULK  # see shared.priority; picks the jobs' schedule
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -73,6 +75,7 @@ class Envelope:
             "auth", self.auth,
             "proto", self.proto,
             "smtputf8", int(self.smtputf8),
+            "priority", self.priority,
         ]  # fmt: skip
         for name, value in self.extra.items():
             pairs += [name, value]
@@ -83,21 +86,24 @@ Call = tuple[list[str], list[str | int | float | bytes]]
 
 
 def accept_call(keys: Keys, msg_id: str, envelope: Envelope, body: bytes) -> Call:
-    """KEYS and ARGV of ``accept.lua`` for one message."""
+    """KEYS and ARGV of ``accept.lua`` for one message (its jobs go to the schedules of the
+    envelope's class; the script reads the class from the ``priority`` field)."""
     names = [keys.msg(msg_id), keys.body(msg_id), keys.due, keys.stats, keys.queue]
     fields = envelope.fields(len(body))
     args: list[str | int | float | bytes] = [msg_id, body, len(fields) // 2, *fields]
     for domain, rcpts in envelope.recipients.items():
-        names += [keys.rcpt(msg_id, domain), keys.job(msg_id, domain), keys.sched(domain)]
+        sched = keys.sched(domain, envelope.priority)
+        names += [keys.rcpt(msg_id, domain), keys.job(msg_id, domain), sched]
         args += [domain, len(rcpts), *rcpts]
     return names, args
 
 
-def discard_call(keys: Keys, msg_id: str, domains: list[str]) -> Call:
-    """KEYS and ARGV of ``discard.lua`` for one message."""
+def discard_call(keys: Keys, msg_id: str, domains: list[str], priority: Priority = BULK) -> Call:
+    """KEYS and ARGV of ``discard.lua`` for one message of class ``priority``."""
     names = [keys.msg(msg_id), keys.body(msg_id), keys.stats, keys.queue]
     for domain in domains:
-        names += [keys.rcpt(msg_id, domain), keys.job(msg_id, domain), keys.sched(domain)]
+        sched = keys.sched(domain, priority)
+        names += [keys.rcpt(msg_id, domain), keys.job(msg_id, domain), sched]
     return names, [msg_id]
 
 
@@ -109,7 +115,7 @@ def dispatch_call(
     s = shaping
     names = [
         keys.due, keys.conn(s.destination), keys.sched(domain), keys.tickets, keys.paused,
-        keys.waiting(s.destination),
+        keys.waiting(s.destination), keys.sched(domain, TRANSACTIONAL),
     ]  # fmt: skip
     return names, [
         domain, token, s.destination, s.max_connections, lease_ms, hold_ms, batch, max_tickets,
@@ -125,7 +131,7 @@ def claim_call(
     s = shaping
     names = [
         keys.sched(domain), keys.inflight, keys.conn(s.destination), keys.tickets, keys.paused,
-        keys.waiting(s.destination),
+        keys.waiting(s.destination), keys.sched(domain, TRANSACTIONAL),
     ]  # fmt: skip
     return names, [
         token, count, lease_ms, domain, keys.prefix, s.destination, s.max_connections,
@@ -157,7 +163,7 @@ def complete_call(
     names = [
         keys.job(msg_id, domain), keys.rcpt(msg_id, domain), keys.msg(msg_id),
         keys.body(msg_id), keys.sched(domain), keys.inflight, keys.due, keys.events,
-        keys.stats, keys.queue,
+        keys.stats, keys.queue, keys.sched(domain, TRANSACTIONAL),
     ]  # fmt: skip
     done = [*outcome.delivered, *outcome.bounced]
     args: list[str | int | float | bytes] = [
@@ -177,9 +183,9 @@ def release_call(
     """KEYS and ARGV of ``release.lua``."""
     names = [
         keys.conn(destination), keys.tickets, keys.sched(domain), keys.due, keys.stats,
-        keys.waiting(destination),
+        keys.waiting(destination), keys.sched(domain, TRANSACTIONAL),
     ]  # fmt: skip
-    return names, [token, domain, not_before_ms, hold_ms]
+    return names, [token, domain, not_before_ms, hold_ms, keys.prefix]
 
 
 def renew_call(keys: Keys, destination: str, token: str, lease_ms: int, members: list[str]) -> Call:
@@ -208,16 +214,18 @@ def drop_call(keys: Keys, msg_id: str, domain: str, why: str, events_maxlen: int
     names = [
         keys.job(msg_id, domain), keys.rcpt(msg_id, domain), keys.msg(msg_id),
         keys.body(msg_id), keys.sched(domain), keys.inflight, keys.stats, keys.queue,
-        keys.events,
+        keys.events, keys.sched(domain, TRANSACTIONAL),
     ]  # fmt: skip
     return names, [msg_id, domain, why, events_maxlen]
 
 
 def reschedule_call(keys: Keys, domain: str, msg_ids: list[str] | None = None) -> Call:
     """KEYS and ARGV of ``reschedule.lua`` (no ids: every job of the domain)."""
-    return [keys.sched(domain), keys.due], [domain, *(msg_ids or [])]
+    names = [keys.sched(domain), keys.due, keys.sched(domain, TRANSACTIONAL)]
+    return names, [domain, *(msg_ids or [])]
 
 
 def unclaim_call(keys: Keys, domain: str, token: str, msg_ids: list[str]) -> Call:
     """KEYS and ARGV of ``unclaim.lua``."""
-    return [keys.sched(domain), keys.inflight, keys.due], [token, domain, keys.prefix, *msg_ids]
+    names = [keys.sched(domain), keys.inflight, keys.due, keys.sched(domain, TRANSACTIONAL)]
+    return names, [token, domain, keys.prefix, *msg_ids]

@@ -24,7 +24,7 @@ from shared.errors import PermanentFailure, TemporaryFailure
 from shared.policies import Policy
 from shared.replies import Reply
 from shared.spool import Shaping
-from workers import shaping
+from workers import shaping, suppress_ops
 from workers.bounce_queue import enqueue_dsn
 from workers.connector import Connector
 from workers.context import Context
@@ -219,11 +219,18 @@ def record(
         "mx": mx or "",
         "duration_ms": int(elapsed * 1000),
     }
+    # Hard bounces go on the suppression list right after the completion, which stays the
+    # one round trip after the remote's replies (invariant 3).
+    hard = suppress_ops.to_learn(ctx.settings, job.sender, replies, outcome.bounced)
+    if hard:
+        event["suppressed"] = ",".join(hard)
     recorded = ctx.store.complete(
         job, ticket.token, outcome, next_ms=now_ms + int(delay * 1000),
         events_maxlen=ctx.settings.events_maxlen, event=event,
         retry_for=ctx.settings.lease_time / 2,
     )  # fmt: skip
+    if hard:
+        suppress_ops.learn(ctx.store.client, ctx.settings, job.sender, hard)
     _observe(policy.name, job, outcome.delivered, outcome.deferred, outcome.bounced, elapsed,
              now_ms)  # fmt: skip
     if not recorded:
@@ -238,10 +245,13 @@ def _observe(
     for verdict, rcpts in (("delivered", delivered), ("deferred", deferred), ("bounced", bounced)):
         if rcpts:
             metrics.DELIVERY_RECIPIENTS.labels(policy, verdict).inc(len(rcpts))
+            metrics.DELIVERY_CLASS_RECIPIENTS.labels(job.priority, verdict).inc(len(rcpts))
     if deferred:
         metrics.SHAPING_DEFERRALS.labels(policy, "remote").inc()
     metrics.DELIVERY_TRANSACTION_SECONDS.observe(elapsed)
     if delivered:
         latency = max(0.0, (now_ms - job.received_ms) / 1000)
+        by_class = metrics.DELIVERY_CLASS_LATENCY_SECONDS.labels(job.priority)
         for _ in delivered:
             metrics.DELIVERY_LATENCY_SECONDS.observe(latency)
+            by_class.observe(latency)

@@ -26,6 +26,7 @@ from celery import Celery
 
 from shared import log, metrics
 from shared.httpd import HealthServer
+from shared.priority import BULK, TRANSACTIONAL
 from shared.redis_conn import sync_client
 from shared.settings import Settings, parse_nameserver
 from workers import shaping
@@ -145,14 +146,18 @@ class Dispatcher:
         policies = self.settings.policies
         jobs = dict.fromkeys([policies.default.name, *policies.named], 0)
         overdue = dict.fromkeys(jobs, 0.0)
+        urgent = total = 0
         for row in policy_backlog(self.store):
             found = self.destinations.lookup(row.domain)
             name = found.policy.name if found else policies.default.name
             jobs[name] = jobs.get(name, 0) + row.scheduled
             overdue[name] = max(overdue.get(name, 0.0), row.overdue_s)
+            urgent, total = urgent + row.transactional, total + row.scheduled
         for name, count in jobs.items():
             metrics.QUEUE_POLICY_JOBS.labels(name).set(count)
             metrics.QUEUE_POLICY_OVERDUE.labels(name).set(overdue[name])
+        metrics.QUEUE_CLASS_JOBS.labels(TRANSACTIONAL).set(urgent)
+        metrics.QUEUE_CLASS_JOBS.labels(BULK).set(total - urgent)
 
     def _export_shaping(self) -> None:
         """Per policy: the lowest adaptive factor among its destinations now, and what it
@@ -199,7 +204,8 @@ def _clear_leader_gauges() -> None:
     ):  # fmt: skip
         gauge.set(0)
     for labelled in (
-        metrics.QUEUE_POLICY_JOBS, metrics.QUEUE_POLICY_OVERDUE, metrics.CLUSTER_PROCESSES,
+        metrics.QUEUE_POLICY_JOBS, metrics.QUEUE_POLICY_OVERDUE, metrics.QUEUE_CLASS_JOBS,
+        metrics.CLUSTER_PROCESSES,
         metrics.SHAPING_FACTOR, metrics.SHAPING_EFFECTIVE_RATE,
         metrics.SHAPING_EFFECTIVE_CONNECTIONS,
     ):  # fmt: skip

@@ -14,8 +14,12 @@ One object per attempt (``complete.lua`` writes the entry)::
 
 ``event_id`` is the stream id, ``time`` its milliseconds (Redis's clock) in UTC, then every
 field of the entry in its order: ``attempt`` and ``duration_ms`` as integers, ``rcpts`` a
-list, the rest strings. Redis unreachable: one line on stderr and exit 1; ``--follow``
-instead retries with backoff, one warning per outage.
+list, the rest strings. An attempt whose hard bounces put recipients on the suppression list
+names them in ``suppressed`` (a list). A recipient the ingress accepted but did not queue
+because it is suppressed (``suppression = "drop"``) has an entry of its own, without
+``attempt``: ``{"id": ..., "domain": ..., "rcpts": [...], "verdict": "suppressed",
+"reply": "550 5.7.1 Recipient address is suppressed ..."}``. Redis unreachable: one line
+on stderr and exit 1; ``--follow`` instead retries with backoff, one warning per outage.
 """
 
 import argparse
@@ -45,6 +49,7 @@ Entry = tuple[str, dict[str, str]]  # stream id, fields (decoded)
 
 _STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _INT_FIELDS = frozenset({"attempt", "duration_ms"})
+_LIST_FIELDS = frozenset({"rcpts", "suppressed"})
 _MAX_SEQ = 2**64 - 1
 _PAGE = 1000  # entries per XREAD reply
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
@@ -59,7 +64,7 @@ def stream_time(event_id: str) -> str:
 
 
 def _field(name: str, value: str) -> object:
-    if name == "rcpts":
+    if name in _LIST_FIELDS:
         return value.split(",") if value else []
     if name in _INT_FIELDS and re.fullmatch(r"-?\d+", value):
         return int(value)

@@ -75,8 +75,8 @@ def _ls(settings: Settings, store: Store, args: argparse.Namespace, out: TextIO)
     if args.json:
         print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2), file=out)
         return 0
-    header = ("DOMAIN", "SCHED", "DUE", "FLIGHT", "OLDEST", "NEXT", "CONN", "POLICY", "STATE",
-              "DESTINATION")  # fmt: skip
+    header = ("DOMAIN", "SCHED", "DUE", "FLIGHT", "TRANS", "OLDEST", "NEXT", "CONN", "POLICY",
+              "STATE", "DESTINATION")  # fmt: skip
     table: list[tuple[str, ...]] = [header]
     for r in rows:
         state = "paused" if r.paused else ("backoff" if r.factor < 1 else "")
@@ -84,8 +84,8 @@ def _ls(settings: Settings, store: Store, args: argparse.Namespace, out: TextIO)
             state += f" x{r.factor:.2f}" + (f" {r.rate:g}/s" if r.rate else "")
         soon = "now" if r.next_due_s <= 0 else "in " + age(r.next_due_s)
         table.append((r.domain, str(r.scheduled), str(r.due), str(r.inflight),
-                      age(r.oldest_s) if r.scheduled else "-", soon if r.scheduled else "-",
-                      str(r.connections), r.policy, state or "-",
+                      str(r.transactional), age(r.oldest_s) if r.scheduled else "-",
+                      soon if r.scheduled else "-", str(r.connections), r.policy, state or "-",
                       r.destination or "(not dispatched yet)"))  # fmt: skip
     _print_table(table, out)
     if not rows:
@@ -109,6 +109,7 @@ def _show(settings: Settings, store: Store, args: argparse.Namespace, out: TextI
     received = int(env.get("received_ms", 0))
     print(f"message   {view.msg_id}", file=out)
     print(f"from      <{env.get('from', '')}>   size {env.get('size', '?')} bytes", file=out)
+    print(f"class     {env.get('priority') or 'bulk'}", file=out)
     print(f"received  {queue_ops.now_iso(received)} from {env.get('client', '?')} "
           f"(helo {env.get('helo', '?')}, {env.get('proto', '')}"
           f"{', auth ' + env['auth'] if env.get('auth') else ''})", file=out)  # fmt: skip

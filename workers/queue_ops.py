@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.message import queue_id_ms
 from shared.policies import DESTINATION_PREFIX, Policies
+from shared.priority import BULK, from_field
 from workers import shaping
 from workers.store import Store, text
 
@@ -38,6 +39,7 @@ class DomainRow:
     factor: float  # adaptive backoff factor of its destination (1: none)
     rate: float  # messages per second its policy allows now (0: no rate)
     connections: int  # open connection slots of its destination
+    transactional: int = 0  # of the scheduled jobs, those of the transactional class
 
 
 def destinations_map(store: Store) -> dict[str, tuple[str, str]]:
@@ -61,15 +63,19 @@ def list_domains(store: Store, policies: Policies) -> list[DomainRow]:
     pipe = client.pipeline(transaction=False)
     for domain in domains:
         destination = mapped.get(domain, ("", ""))[0]
-        pipe.zcard(keys.sched(domain))
-        pipe.zcount(keys.sched(domain), "-inf", now_ms)
-        pipe.zrange(keys.sched(domain), 0, 0, withscores=True)
-        pipe.zrange(keys.sched(domain), 0, OLDEST_SCAN - 1)
+        for sched in keys.schedules(domain):  # transactional, bulk
+            pipe.zcard(sched)
+            pipe.zcount(sched, "-inf", now_ms)
+            pipe.zrange(sched, 0, 0, withscores=True)
+            pipe.zrange(sched, 0, OLDEST_SCAN - 1)
         pipe.zcount(keys.conn(destination or domain), now_ms, "+inf")
     replies = pipe.execute()
     rows = []
     for index, domain in enumerate(domains):
-        count, due, first, ids, conns = replies[5 * index : 5 * index + 5]
+        urgent, urgent_due, urgent_first, urgent_ids = replies[9 * index : 9 * index + 4]
+        count, due, first, ids, conns = replies[9 * index + 4 : 9 * index + 9]
+        count, due, ids = count + urgent, due + urgent_due, [*urgent_ids, *ids]
+        first = min([*first, *urgent_first], key=lambda entry: entry[1], default=None)
         if not count and not inflight.get(domain):
             continue  # served, waiting for the dispatcher to notice it is empty
         destination, policy_name = mapped.get(domain, ("", ""))
@@ -84,10 +90,10 @@ def list_domains(store: Store, policies: Policies) -> list[DomainRow]:
                 domain=domain, destination=destination, policy=policy.name,
                 scheduled=int(count), due=int(due), inflight=inflight.get(domain, 0),
                 oldest_s=(now_ms - min(born)) / 1000 if born else 0.0,
-                next_due_s=(first[0][1] - now_ms) / 1000 if first else 0.0,
+                next_due_s=(first[1] - now_ms) / 1000 if first else 0.0,
                 paused=domain in paused or destination in paused, factor=factor,
                 rate=policy.rate.per_second * factor if policy.rate else 0.0,
-                connections=int(conns),
+                connections=int(conns), transactional=int(urgent),
             )
         )  # fmt: skip
     return rows
@@ -101,6 +107,7 @@ class JobView:
     not_before_ms: int
     last_reply: str
     pending: list[str]
+    priority: str = BULK  # the schedule it waits in (its class)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +136,7 @@ def show(store: Store, msg_id: str, events_scan: int = 10_000) -> MessageView:
         jobs.append(
             JobView(
                 domain, state, int(job.get("attempts", 0)), int(job.get("not_before_ms", 0)),
-                job.get("last_reply", ""), pending,
+                job.get("last_reply", ""), pending, from_field(job.get("prio", "")),
             )
         )  # fmt: skip
     entries: list[tuple[Any, dict[Any, Any]]] = list(
@@ -184,7 +191,7 @@ def purge(store: Store, domains: list[str], events_maxlen: int) -> int:
     keys, client = store.keys, store.client
     dropped = 0
     for domain in domains:
-        ids = {text(i) for i in client.zrange(keys.sched(domain), 0, -1)}
+        ids = {text(i) for sched in keys.schedules(domain) for i in client.zrange(sched, 0, -1)}
         ids |= {
             text(m).rsplit(":", 1)[0]
             for m in client.zrange(keys.inflight, 0, -1)

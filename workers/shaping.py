@@ -124,7 +124,7 @@ def resume(store: Store, name: str) -> bool:
     dispatcher's hold time (5 s). True when it was paused."""
     keys = store.keys
     removed = bool(store.client.srem(keys.paused, name))
-    if removed and store.client.exists(keys.sched(name)):
+    if removed and store.client.exists(*keys.schedules(name)):
         store.client.zadd(keys.due, {name: store.now_ms()}, lt=True)
     return removed
 

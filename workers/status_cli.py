@@ -14,7 +14,7 @@ from shared.redis_conn import info_int, sync_client
 from shared.settings import Settings
 from workers import queue_ops, shaping
 from workers.heartbeat import FRESH_MS
-from workers.store import Store, queue_figures, text
+from workers.store import Store, policy_backlog, queue_figures, text
 
 WINDOW_BUCKETS = 6  # 10 s buckets: the last minute
 COUNTERS = ("accepted", "delivered", "deferred", "bounced")
@@ -81,6 +81,7 @@ def collect(store: Store, settings: Settings) -> Status:
     status.backlog = {
         "messages": int(client.zcard(keys.queue)), "jobs": figures.jobs,
         "in_flight": figures.inflight, "due_domains": figures.due_domains,
+        "transactional": sum(row.transactional for row in policy_backlog(store)),
         "oldest_age_s": round(figures.oldest_age_s, 1), "paused": shaping.paused(store),
         "backoff": {b.destination: round(b.factor, 2)
                     for b in shaping.backoffs(store, settings.policies)},
@@ -147,8 +148,9 @@ def _print(status: Status, out: TextIO) -> None:
     print(f"leader      {status.leader or '(none)'}", file=out)
     b = status.backlog
     oldest = queue_ops.age(b["oldest_age_s"])
-    print(f"backlog     {b['messages']} messages, {b['jobs']} jobs ({b['in_flight']} in flight), "
-          f"{b['due_domains']} domains due, oldest {oldest}", file=out)  # fmt: skip
+    print(f"backlog     {b['messages']} messages, {b['jobs']} jobs ({b['in_flight']} in flight, "
+          f"{b['transactional']} transactional scheduled), {b['due_domains']} domains due, "
+          f"oldest {oldest}", file=out)  # fmt: skip
     if b["paused"]:
         print(f"paused      {', '.join(b['paused'])}", file=out)
     for destination, factor in b["backoff"].items():

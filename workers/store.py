@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from shared.keys import Keys
+from shared.priority import BULK, TRANSACTIONAL, Priority, from_field
 from shared.spool import (
     Envelope,
     Outcome,
@@ -60,6 +61,7 @@ class Job:
     received_ms: int
     body: bytes
     recipients: list[str]
+    priority: Priority = BULK
 
     @property
     def member(self) -> str:
@@ -146,8 +148,9 @@ class Store:
                 received_ms=int(received),
                 body=bytes(body),
                 recipients=sorted(text(rcpt) for rcpt in rcpts),
+                priority=from_field(text(prio)),
             )
-            for msg_id, sender, smtputf8, attempts, received, body, rcpts in reply[4:]
+            for msg_id, sender, smtputf8, attempts, received, body, rcpts, prio in reply[4:]
         ]
         return Claim(int(now_ms), text(status), int(wait_ms), int(permille) / 1000, jobs)
 
@@ -245,24 +248,27 @@ def queue_figures(store: Store) -> QueueFigures:
 @dataclass(frozen=True, slots=True)
 class DomainBacklog:
     domain: str
-    scheduled: int  # jobs in the domain's schedule
+    scheduled: int  # jobs in the domain's schedules (both classes)
     overdue_s: float  # how long its earliest job has been due (0: none due yet)
+    transactional: int = 0  # of those, jobs in its transactional schedule
 
 
 def policy_backlog(store: Store, limit: int = 10_000) -> list[DomainBacklog]:
     """Per domain with work (the due set, at most ``limit``): scheduled jobs and how
-    overdue its earliest one is; two commands per domain, pipelined."""
+    overdue its earliest one is; four commands per domain (two per class), pipelined."""
     keys = store.keys
     now_ms = store.now_ms()
     domains = [text(d) for d in store.client.zrange(keys.due, 0, limit - 1)]
     pipe = store.client.pipeline(transaction=False)
     for domain in domains:
-        pipe.zcard(keys.sched(domain))
-        pipe.zrange(keys.sched(domain), 0, 0, withscores=True)
+        for cls in (TRANSACTIONAL, BULK):
+            pipe.zcard(keys.sched(domain, cls))
+            pipe.zrange(keys.sched(domain, cls), 0, 0, withscores=True)
     replies = pipe.execute()
     rows = []
     for index, domain in enumerate(domains):
-        count, first = replies[2 * index], replies[2 * index + 1]
-        overdue = max(0.0, (now_ms - first[0][1]) / 1000) if first else 0.0
-        rows.append(DomainBacklog(domain, int(count), overdue))
+        urgent, urgent_first, bulk, bulk_first = replies[4 * index : 4 * index + 4]
+        firsts = [first[0][1] for first in (urgent_first, bulk_first) if first]
+        overdue = max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0
+        rows.append(DomainBacklog(domain, int(urgent) + int(bulk), overdue, int(urgent)))
     return rows

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] job:{id}:{dom}  KEYS[2] rcpt:{id}:{dom}  KEYS[3] msg:{id}  KEYS[4] body:{id}
 -- KEYS[5] sched:{dom}  KEYS[6] inflight  KEYS[7] due  KEYS[8] events  KEYS[9] stats
--- KEYS[10] queue
+-- KEYS[10] queue  KEYS[11] sched:{dom}:t (a deferred job goes back to the schedule of its
+-- class, the 'prio' of its hash: KEYS[11] when transactional, else KEYS[5])
 -- ARGV[1] token  ARGV[2] id  ARGV[3] dom  ARGV[4] next attempt ms (0: nothing deferred)
 -- ARGV[5] last reply  ARGV[6] events maxlen  ARGV[7] delivered  ARGV[8] deferred
 -- ARGV[9] bounced  ARGV[10] k (recipients finished: delivered or bounced)
@@ -31,7 +32,8 @@ if redis.call('SCARD', KEYS[2]) == 0 then
 else
   redis.call('HSET', KEYS[1], 'not_before_ms', next_ms, 'last_reply', reply)
   redis.call('HDEL', KEYS[1], 'lease')
-  redis.call('ZADD', KEYS[5], next_ms, id)
+  local transactional = redis.call('HGET', KEYS[1], 'prio') == 'transactional'
+  redis.call('ZADD', transactional and KEYS[11] or KEYS[5], next_ms, id)
   redis.call('ZADD', KEYS[7], 'LT', next_ms, dom)
 end
 local t = redis.call('TIME')

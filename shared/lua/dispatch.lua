@@ -1,10 +1,13 @@
 -- dispatch: decide whether one due domain gets a new ticket, and take a connection slot of
 -- its destination (the unit its limits apply to: a named policy or an MX site).
 -- include: shaping
+-- include: classes
 --
 -- KEYS[1] due   KEYS[2] conn:{dest}   KEYS[3] sched:{dom}   KEYS[4] tickets   KEYS[5] paused
 -- KEYS[6] waiting:{dest} (domains held back by the destination's limits, oldest first:
 -- a ticket of the destination that ends hands its turn to the oldest, see release.lua)
+-- KEYS[7] sched:{dom}:t (the domain's transactional schedule; KEYS[3] is its bulk one:
+-- the domain is due when either has due work)
 -- ARGV[1] dom  ARGV[2] token  ARGV[3] dest  ARGV[4] max connections of the destination
 -- ARGV[5] lease ms  ARGV[6] hold ms (how long the domain leaves the due set once served)
 -- ARGV[7] batch (messages one ticket claims at a time)  ARGV[8] max outstanding tickets
@@ -28,8 +31,8 @@ if redis.call('SISMEMBER', KEYS[5], dom) == 1 or redis.call('SISMEMBER', KEYS[5]
   return {'paused', now + hold}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if #first == 0 then
+local first_ms = earliest(KEYS[3], KEYS[7])
+if first_ms == nil then
   if redis.call('ZCARD', KEYS[2]) == 0 then
     redis.call('ZREM', KEYS[1], dom)
     redis.call('ZREM', KEYS[6], dom)
@@ -38,7 +41,6 @@ if #first == 0 then
   redis.call('ZADD', KEYS[1], now + hold, dom)
   return {'busy', now + hold}
 end
-local first_ms = tonumber(first[2])
 if first_ms > now then
   redis.call('ZADD', KEYS[1], first_ms, dom)
   return {'later', first_ms}
@@ -79,6 +81,7 @@ redis.call('ZADD', KEYS[4], now + lease, token)
 redis.call('ZREM', KEYS[6], dom)
 -- More due work than the open tickets will take: stay due for another ticket.
 local waiting = redis.call('ZCOUNT', KEYS[3], '-inf', now)
+  + redis.call('ZCOUNT', KEYS[7], '-inf', now)
 if waiting > (open + 1) * batch and open + 1 < conn_cap then
   redis.call('ZADD', KEYS[1], now, dom)
 else

@@ -4,12 +4,14 @@
 --
 -- KEYS[1] job:{id}:{dom}  KEYS[2] rcpt:{id}:{dom}  KEYS[3] msg:{id}  KEYS[4] body:{id}
 -- KEYS[5] sched:{dom}  KEYS[6] inflight  KEYS[7] stats  KEYS[8] queue  KEYS[9] events
+-- KEYS[10] sched:{dom}:t (the job leaves whichever schedule of its domain holds it)
 -- ARGV[1] id  ARGV[2] dom  ARGV[3] why ("deleted", "bounced", "purged")  ARGV[4] maxlen
 -- Returns the recipients the job still had (empty when there was no such job).
 local id, dom = ARGV[1], ARGV[2]
 local rcpts = redis.call('SMEMBERS', KEYS[2])
 local existed = redis.call('EXISTS', KEYS[1]) == 1
 redis.call('ZREM', KEYS[5], id)
+redis.call('ZREM', KEYS[10], id)
 redis.call('ZREM', KEYS[6], id .. ':' .. dom)
 redis.call('DEL', KEYS[1], KEYS[2])
 if not existed then

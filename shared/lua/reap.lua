@@ -4,7 +4,8 @@
 --
 -- KEYS[1] inflight  KEYS[2] due  KEYS[3] stats  KEYS[4] tickets
 -- ARGV[1] key prefix  ARGV[2] max jobs to reap in this call
--- Returns the number of jobs returned.
+-- Returns the number of jobs returned (each to the schedule of its class).
+-- include: classes
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local p = ARGV[1]
@@ -16,7 +17,7 @@ for _, member in ipairs(expired) do
   local job = p .. 'job:' .. id .. ':' .. dom
   if redis.call('EXISTS', job) == 1 then
     redis.call('HDEL', job, 'lease')
-    redis.call('ZADD', p .. 'sched:' .. dom, now, id)
+    redis.call('ZADD', sched_key(p, dom, redis.call('HGET', job, 'prio')), now, id)
     redis.call('ZADD', KEYS[2], 'LT', now, dom)
   end
 end

@@ -1,7 +1,8 @@
 -- unclaim: a ticket that stops early (its worker shuts down) gives back the jobs it holds
 -- but did not attempt: due now, for another worker; attempts unchanged.
 --
--- KEYS[1] sched:{dom}  KEYS[2] inflight  KEYS[3] due
+-- KEYS[1] sched:{dom}  KEYS[2] inflight  KEYS[3] due  KEYS[4] sched:{dom}:t (a job goes
+-- back to the schedule of its class, the 'prio' of its hash)
 -- ARGV[1] token  ARGV[2] dom  ARGV[3] key prefix  ARGV[4..] message ids
 -- Returns the number of jobs given back (a job whose lease is not the token's is left alone).
 local t = redis.call('TIME')
@@ -11,10 +12,11 @@ local back = 0
 for i = 4, #ARGV do
   local id = ARGV[i]
   local job = p .. 'job:' .. id .. ':' .. dom
-  if redis.call('HGET', job, 'lease') == token then
+  local held = redis.call('HMGET', job, 'lease', 'prio')
+  if held[1] == token then
     redis.call('HDEL', job, 'lease')
     redis.call('ZREM', KEYS[2], id .. ':' .. dom)
-    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('ZADD', held[2] == 'transactional' and KEYS[4] or KEYS[1], now, id)
     back = back + 1
   end
 end

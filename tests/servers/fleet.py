@@ -161,12 +161,13 @@ class Fleet:
 
     def spool_empty(self) -> bool:
         """No message, job, lease or due domain left: only the cluster's counters, its
-        events stream, the leader lock, heartbeats, the dispatcher's domain map and shaping
-        state (which expires) stay."""
+        events stream, the leader lock, heartbeats, the dispatcher's domain map, shaping
+        state (which expires) and the suppression list stay."""
         client = self.client()
         kept = (b"mxf:stats", b"mxf:events", b"mxf:leader", b"mxf:adapted", b"mxf:nodes",
-                b"mxf:dest")  # fmt: skip
-        expiring = (b"mxf:gcra:", b"mxf:adapt:", b"mxf:throttled:", b"mxf:stats:", b"mxf:node:")
+                b"mxf:dest", b"mxf:suppressed")  # fmt: skip
+        expiring = (b"mxf:gcra:", b"mxf:adapt:", b"mxf:throttled:", b"mxf:stats:", b"mxf:node:",
+                    b"mxf:supp:")  # fmt: skip
         leftovers = [
             key for key in client.keys("mxf:*") if key not in kept and not key.startswith(expiring)
         ]

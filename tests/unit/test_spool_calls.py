@@ -43,6 +43,7 @@ def test_envelope_fields() -> None:
         "auth", "alice",
         "proto", "ESMTPSA",
         "smtputf8", 0,
+        "priority", "bulk",
     ]  # fmt: skip
 
 
@@ -51,7 +52,8 @@ def test_envelope_null_sender_utf8_and_extra_fields() -> None:
                    extra={"tls": "TLSv1.3", "id_hint": "7"})  # fmt: skip
     assert env.fields(0) == [
         "from", "", "rcpts", 1, "domains", "x.example", "size", 0, "client", "",
-        "helo", "", "auth", "", "proto", "ESMTP", "smtputf8", 1, "tls", "TLSv1.3", "id_hint", "7",
+        "helo", "", "auth", "", "proto", "ESMTP", "smtputf8", 1, "priority", "bulk",
+        "tls", "TLSv1.3", "id_hint", "7",
     ]  # fmt: skip
 
 
@@ -72,10 +74,10 @@ def test_accept_call_exact() -> None:
         "mxf:sched:example.org",
     ]
     assert args == [
-        MSG_ID, body, 9,
+        MSG_ID, body, 10,
         "from", "s@example.net", "rcpts", 3, "domains", "example.com,example.org",
         "size", len(body), "client", "192.0.2.1", "helo", "client.example", "auth", "alice",
-        "proto", "ESMTPSA", "smtputf8", 0,
+        "proto", "ESMTPSA", "smtputf8", 0, "priority", "bulk",
         "example.com", 2, "a@example.com", "b@Example.COM",
         "example.org", 1, "c@example.org",
     ]  # fmt: skip
@@ -83,8 +85,8 @@ def test_accept_call_exact() -> None:
 
 def test_accept_call_counts_extra_fields() -> None:
     _, args = accept_call(KEYS, MSG_ID, envelope(extra={"tls": "1"}), b"")
-    assert args[2] == 10
-    assert args[3 + 2 * 9 : 3 + 2 * 10] == ["tls", "1"]
+    assert args[2] == 11
+    assert args[3 + 2 * 10 : 3 + 2 * 11] == ["tls", "1"]
 
 
 def test_discard_call_exact() -> None:

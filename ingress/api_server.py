@@ -1,0 +1,73 @@
+"""The HTTP API's listener in an ingress process: started after the SMTP listener (in the
+same event loop, with SO_REUSEPORT), closed in the drain (:mod:`ingress.api` has the routes).
+"""
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ingress.api import KEEPALIVE_TIMEOUT, Api
+from ingress.api_tokens import Tokens, TokensError
+from shared import log
+
+if TYPE_CHECKING:
+    from ingress.server import Node
+
+logger = logging.getLogger("mxfleet.ingress.api")
+
+
+class ApiServer:
+    """The API's listener in this process: started after the SMTP listener, closed in the
+    drain."""
+
+    def __init__(self, api: Api, runner: web.AppRunner, site: web.TCPSite) -> None:
+        self._api = api
+        self._runner = runner
+        self.site = site
+
+    @classmethod
+    async def start(cls, node: "Node") -> "ApiServer":
+        settings = node.settings
+        assert settings.api_tokens_file is not None  # the settings refuse api_listen without
+        try:
+            tokens = Tokens.load(settings.api_tokens_file)
+        except TokensError as exc:  # as for bad settings: say why and stop, status 2
+            log.event(logger, "api_tokens_invalid", logging.ERROR, error=exc)
+            raise SystemExit(2) from None
+        api = Api(node, tokens)
+        runner = web.AppRunner(
+            api.app(),
+            access_log=None,  # accepted messages are logged by the handler
+            shutdown_timeout=1.0,  # what is left once close() has waited for the requests
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
+        await runner.setup()
+        host, port = settings.api_address
+        site = web.TCPSite(
+            runner, host, port, ssl_context=node.tls_context, reuse_port=True, backlog=1024
+        )
+        await site.start()
+        scheme = "https" if node.tls_context is not None else "http"
+        log.event(
+            logger, "api_listening", listen=f"{scheme}://{host}:{site.port}", tokens=len(tokens)
+        )
+        return cls(api, runner, site)
+
+    async def close(self, grace: float) -> None:
+        """Stop accepting; let the requests in flight finish (within ``grace`` seconds), then
+        close every connection.
+
+        aiohttp's own graceful shutdown stops reading from every connection first, so a
+        request whose body is still on its way could never finish: the listener is closed
+        here, and the runner cleaned up only once no request is left in a handler.
+        Meanwhile a new request on an open connection gets 503 and ``Connection: close``.
+        """
+        await self.site.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._api.in_flight and loop.time() < deadline:  # noqa: ASYNC110 -- a counter
+            await asyncio.sleep(0.05)
+        log.event(logger, "api_stopped", left=self._api.in_flight)
+        await self._runner.cleanup()
