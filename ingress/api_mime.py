@@ -2,6 +2,12 @@
 with policy SMTP (CRLF line ends, headers folded at 78 and RFC 2047-encoded when not
 ASCII; RFC 5322 §2.1.1, §2.2.3), or policy SMTPUTF8 when an address needs it (RFC 6532).
 
+Most API mail is plain: ASCII header values that fit a 78-character line and ASCII bodies
+whose lines fit 998 octets. Such a message is written directly (:func:`_write_plain`), in
+the layout ``EmailMessage`` gives it (same fields, 7bit parts, ``multipart/alternative``
+with a random boundary): the ``email`` package's parsing and folding would cost more than
+the rest of the accept. Anything else goes through ``EmailMessage``.
+
 The client's extra header fields are checked first: a name is RFC 5322 §3.6.8 ``ftext``; a
 value holds no CR, LF or NUL (no header injection) and fits a line (998 octets, §2.1.1);
 the fields the API sets itself cannot be given (From, To, Subject, the MIME fields), nor
@@ -12,6 +18,7 @@ not hold (Cc, Bcc). ``Date:`` and ``Message-ID:`` may be given and must parse.
 import email.errors
 import email.utils
 import re
+import secrets
 from email import policy
 from email.message import EmailMessage
 
@@ -83,12 +90,18 @@ def build_message(
 ) -> bytes:
     """The message's bytes, CRLF lines; HeaderError when a field cannot be written."""
     checked = {name: check_header(name, value) for name, value in headers.items()}
+    if subject is not None and ("\r" in subject or "\n" in subject or "\x00" in subject):
+        raise HeaderError("subject", "a subject holds no CR, LF or NUL")
+    fields = [("From", sender.address), ("To", ", ".join(box.address for box in recipients))]
+    if subject is not None and subject.strip():
+        fields.append(("Subject", subject.strip()))
+    fields += checked.items()
+    if not utf8 and _plain_fields(fields) and _plain_body(text) and _plain_body(html):
+        return _write_plain(fields, text, html)
     message = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
     _set(message, "From", sender.address, "from")
     _set(message, "To", ", ".join(box.address for box in recipients), "to")
     if subject is not None and subject.strip():
-        if "\r" in subject or "\n" in subject or "\x00" in subject:
-            raise HeaderError("subject", "a subject holds no CR, LF or NUL")
         _set(message, "Subject", subject.strip(), "subject")
     for name, value in checked.items():
         _set(message, name, value, f"headers.{name}")
@@ -109,3 +122,51 @@ def _set(message: EmailMessage, name: str, value: str, field: str) -> None:
         message[name] = value
     except (ValueError, TypeError, email.errors.MessageError) as exc:
         raise HeaderError(field, f"cannot be written as a header field: {exc}") from None
+
+
+_FOLD_AT = 78  # RFC 5322 §2.1.1: a line SHOULD be at most 78 characters
+_TEXT_LINE = 998  # ... and MUST be at most 998: longer body lines need an encoding
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+
+
+def _plain_fields(fields: list[tuple[str, str]]) -> bool:
+    """Every field ASCII, printable, and one line without folding."""
+    return all(
+        value.isascii() and value.isprintable() and len(name) + 2 + len(value) <= _FOLD_AT
+        for name, value in fields
+    )
+
+
+def _plain_body(body: str | None) -> bool:
+    """ASCII, no NUL, every line within 998 octets: it goes as 7bit (RFC 2045 §2.7)."""
+    if body is None:
+        return True
+    if not body.isascii() or "\x00" in body:
+        return False
+    return all(len(line) <= _TEXT_LINE for line in _NEWLINES.split(body))
+
+
+def _part(subtype: str, body: str) -> str:
+    lines = _NEWLINES.sub("\r\n", body)
+    if not lines.endswith("\r\n"):
+        lines += "\r\n"  # as set_content does: a text ends with a line break
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: 7bit\r\n\r\n{lines}"
+    )
+
+
+def _write_plain(fields: list[tuple[str, str]], text: str | None, html: str | None) -> bytes:
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields) + "MIME-Version: 1.0\r\n"
+    if text is None or html is None:
+        subtype, body = ("html", html) if html is not None else ("plain", text or "")
+        return (head + _part(subtype, body)).encode("ascii")
+    boundary = "=" * 15 + secrets.token_hex(16) + "=="
+    while boundary in text or boundary in html:  # RFC 2046 §5.1.1: not in the parts
+        boundary = "=" * 15 + secrets.token_hex(16) + "=="
+    return (
+        f'{head}Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\n{_part('plain', text)}"  # the CRLF before a delimiter is
+        f"\r\n--{boundary}\r\n{_part('html', html)}"  # the delimiter's (RFC 2046 §5.1.1)
+        f"\r\n--{boundary}--\r\n"
+    ).encode("ascii")

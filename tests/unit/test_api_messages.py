@@ -21,7 +21,9 @@ from ingress.api_messages import (
     decode_json,
     parse_submission,
 )
+from ingress.api_mime import build_message
 from shared import replies
+from shared.message import parse_mailbox
 from tests.unit.fuzz import FUZZ_FEW
 
 LIMITS = Limits(max_message_size=10_000, max_recipients=100, max_line_length=2048,
@@ -300,3 +302,33 @@ def test_any_json_gives_a_submission_or_a_named_refusal(item: object) -> None:
     else:
         assert outcome.recipients
         assert outcome.body.endswith(b"\r\n")
+
+
+# --- the direct writer of plain messages against EmailMessage ----------------------------
+
+_ASCII = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+_BODY = st.none() | st.lists(st.sampled_from([*"abc <>=.-\n\r\t", "\r\n"]), max_size=200).map(
+    "".join
+)
+
+
+def shape(body: bytes) -> list[tuple[str, str, str]]:
+    """(content type, Subject/To, content) of every leaf part: what a reader sees."""
+    message = parsed(body)
+    head = f"{message['From']}|{message['To']}|{message['Subject']}|{message['X-Campaign']}"
+    return [(part.get_content_type(), head, content(part)) for part in message.walk()
+            if not part.is_multipart()]  # fmt: skip
+
+
+@FUZZ_FEW
+@given(subject=st.none() | _ASCII, text=_BODY, html=_BODY, campaign=_ASCII)
+def test_plain_messages_read_as_the_email_package_writes_them(
+    subject: str | None, text: str | None, html: str | None, campaign: str
+) -> None:
+    sender = parse_mailbox("s@example.test", utf8=False)
+    rcpt = parse_mailbox("r@dest.test", utf8=False)
+    headers = {"X-Campaign": campaign} if campaign.strip() else {}
+    direct = build_message(sender, [rcpt], subject, text, html, headers, utf8=False)
+    reference = build_message(sender, [rcpt], subject, text, html, headers, utf8=True)
+    assert shape(direct) == shape(reference)
+    assert b"\n" not in direct.replace(b"\r\n", b"")
