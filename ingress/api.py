@@ -25,6 +25,7 @@ from aiohttp import web
 
 from ingress import api_errors, policy, suppression
 from ingress.api_errors import ApiError
+from ingress.api_guard import Guard
 from ingress.api_messages import (
     Limits,
     Rejected,
@@ -74,6 +75,8 @@ class Api:
         self.max_request = node.settings.api_max_request_size
         self.document = document(node.settings)
         self.in_flight = 0  # requests in a handler now (the drain waits for them)
+        settings = node.settings
+        self.connections = Guard(settings.api_max_connections, settings.api_request_timeout)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_request, middlewares=[self.guard])
@@ -88,6 +91,8 @@ class Api:
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Authenticate /v1/ requests; turn every refusal into a JSON error; count."""
         self.in_flight += 1
+        if request.method != "POST":  # nothing more to read: the request is all here
+            self.connections.disarm(request.transport)
         try:
             if request.path.startswith("/v1/"):
                 self.check(request)
@@ -104,6 +109,8 @@ class Api:
                 response.headers["Allow"] = exc.headers["Allow"]
         finally:
             self.in_flight -= 1
+            if request.transport is not None:  # the next request on it has its own time
+                self.connections.arm(request.transport)
         _count(request, response.status)
         return response
 
@@ -173,7 +180,9 @@ class Api:
 
     async def _read(self, request: web.Request) -> bytes:
         try:
-            return await request.read()
+            body = await request.read()
+            self.connections.disarm(request.transport)  # all here: the accept has its time
+            return body
         except web.HTTPRequestEntityTooLarge:
             raise Rejected(
                 ApiError(413, f"the body is more than {self.max_request} bytes")

@@ -22,10 +22,14 @@ class ApiServer:
     """The API's listener in this process: started after the SMTP listener, closed in the
     drain."""
 
-    def __init__(self, api: Api, runner: web.AppRunner, site: web.TCPSite) -> None:
+    def __init__(self, api: Api, runner: web.AppRunner, server: asyncio.Server) -> None:
         self._api = api
         self._runner = runner
-        self.site = site
+        self.server = server
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
 
     @classmethod
     async def start(cls, node: "Node") -> "ApiServer":
@@ -45,15 +49,18 @@ class ApiServer:
         )
         await runner.setup()
         host, port = settings.api_address
-        site = web.TCPSite(
-            runner, host, port, ssl_context=node.tls_context, reuse_port=True, backlog=1024
-        )
-        await site.start()
+        # Not aiohttp's TCPSite: each connection's protocol goes through the API's Guard
+        # (a cap on connections, a deadline for each request: ingress/api_guard.py).
+        assert runner.server is not None
+        server = await asyncio.get_running_loop().create_server(
+            api.connections.factory(runner.server), host, port, ssl=node.tls_context,
+            reuse_port=True, backlog=1024,
+        )  # fmt: skip
+        started = cls(api, runner, server)
         scheme = "https" if node.tls_context is not None else "http"
-        log.event(
-            logger, "api_listening", listen=f"{scheme}://{host}:{site.port}", tokens=len(tokens)
-        )
-        return cls(api, runner, site)
+        log.event(logger, "api_listening", listen=f"{scheme}://{host}:{started.port}",
+                  tokens=len(tokens), max_connections=settings.api_max_connections)  # fmt: skip
+        return started
 
     async def close(self, grace: float) -> None:
         """Stop accepting; let the requests in flight finish (within ``grace`` seconds), then
@@ -64,7 +71,7 @@ class ApiServer:
         here, and the runner cleaned up only once no request is left in a handler.
         Meanwhile a new request on an open connection gets 503 and ``Connection: close``.
         """
-        await self.site.stop()
+        self.server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._api.in_flight and loop.time() < deadline:  # noqa: ASYNC110 -- a counter

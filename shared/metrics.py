@@ -124,6 +124,12 @@ INGRESS_API_REQUESTS = Counter(
 INGRESS_API_MESSAGES = Counter(
     "mxfleet_ingress_api_messages", "Messages submitted through the HTTP API", ["result"]
 )
+INGRESS_API_CUT = Counter(
+    "mxfleet_ingress_api_connections_cut",
+    "HTTP API connections closed by the node: too_many (over api_max_connections), "
+    "request_timeout (a request not delivered within api_request_timeout)",
+    ["reason"],
+)
 
 # --- queue (exported by the leading dispatcher) ---------------------------------------------
 QUEUE_JOBS = Gauge("mxfleet_queue_jobs", "Jobs not finished (scheduled or in flight)")

@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     # a request's body; one message as base64 is 4/3 of its size, so keep this above
     # 4/3 x max_message_size
     api_max_request_size: Bytes = Field(default=parse_size("40MiB"), gt=0)
+    # connections one ingress process serves at once on the API port, and how long one may
+    # take to deliver a whole request (request line, fields and body: no slowloris)
+    api_max_connections: int = Field(default=1000, ge=1)
+    api_request_timeout: Seconds = Field(default=30.0, gt=0)
 
     # --- suppression list (shared/suppression.py): recipients refused at RCPT for relay
     # clients (refuse: 550 5.7.1; drop: 250, not queued, an event), learnt from hard
