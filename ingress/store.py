@@ -27,6 +27,7 @@ from shared.spool import Envelope, accept_call, discard_call, heartbeat_call, sc
 logger = logging.getLogger("mxfleet.ingress.store")
 
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+TAKE_BACK_PATIENCE = 60.0  # seconds to keep trying to take back a message whose 451 went out
 
 
 def footprint(size: int) -> int:
@@ -168,7 +169,13 @@ class Store:
             # The script may have run: take it back if no worker has it yet.
             self._discard_later(msg_id, envelope)
             raise SpoolUnavailable(f"timeout: {exc}") from exc
-        except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+        except _UNAVAILABLE as exc:
+            # The connection broke: maybe before the script was sent, maybe after it ran
+            # and its write reached the AOF (Redis killed before its reply went out). The
+            # client is told 451 and sends the message again, so take this copy back.
+            self._discard_later(msg_id, envelope)
+            raise SpoolUnavailable(str(exc)) from exc
+        except redis.exceptions.RedisError as exc:
             raise SpoolUnavailable(str(exc)) from exc
         finally:
             self._pending -= cost
@@ -268,9 +275,29 @@ class Store:
             raise SpoolUnavailable(str(exc)) from exc
 
     def _discard_later(self, msg_id: str, envelope: Envelope) -> None:
-        task = asyncio.get_running_loop().create_task(self.discard(msg_id, envelope))
+        task = asyncio.get_running_loop().create_task(self._take_back(msg_id, envelope))
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+    async def _take_back(self, msg_id: str, envelope: Envelope) -> bool:
+        """:meth:`discard` as soon as Redis answers again (a restart takes seconds), for
+        up to TAKE_BACK_PATIENCE: the sooner, the less likely a worker has it already."""
+        keys, args = discard_call(self._keys, msg_id, list(envelope.recipients), envelope.priority)
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + TAKE_BACK_PATIENCE, 0.05
+        while True:
+            try:
+                taken = bool(await self._discard(keys=keys, args=args))
+            except (*_UNAVAILABLE, redis.exceptions.RedisError) as exc:
+                if loop.time() + pause > deadline:
+                    log.event(logger, "discard_failed", logging.WARNING, id=msg_id, error=exc)
+                    return False
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            if taken:
+                log.event(logger, "taken_back", id=msg_id)
+            return taken
 
     async def close(self) -> None:
         await self._client.aclose()

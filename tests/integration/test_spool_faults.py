@@ -11,6 +11,7 @@ from shared import replies
 from shared.replies import Reply
 from tests.conftest import StartIngress, StartRedis
 from tests.servers.rawsmtp import RawSMTP
+from tests.servers.redis_cutter import RedisCutter
 from tests.servers.smtpcheck import spool_keys
 from tests.servers.wait import wait_until
 
@@ -164,3 +165,27 @@ def test_slow_redis_gives_451_and_leaves_nothing(
     wait_until(lambda: client.keys("mxf:body:*") == [], timeout=10)
     assert client.keys("mxf:msg:*") == []
     assert client.zcard("mxf:sched:dest.test") == 0
+
+
+def test_a_451_after_the_script_ran_takes_the_message_back(
+    start_redis: StartRedis, start_ingress: StartIngress
+) -> None:
+    """Redis ran the accept (and wrote its AOF) but its reply was lost with the connection:
+    the client is told 451 and will send the message again, so the node takes this copy
+    back; otherwise it would be delivered twice, once for a message the client saw refused."""
+    server = start_redis()
+    with RedisCutter(server.port, marker=b"CUT-THIS-ONE") as cutter:
+        ingress = start_ingress(redis_url=f"redis://127.0.0.1:{cutter.port}/0")
+        assert send(ingress.port)[0] == 250  # the script is loaded: the next call runs it
+        client = server.client()
+        client.flushall()
+        with RawSMTP("127.0.0.1", ingress.port) as smtp:
+            body = b"Subject: lost reply\r\n\r\nCUT-THIS-ONE\r\n"
+            code, text = smtp.transaction("s@example.test", ["a@dest.test"], body)
+        assert (code, text) == reply_of(replies.SPOOL_UNAVAILABLE)
+        assert cutter.cuts == 1
+        wait_until(lambda: not client.keys("mxf:msg:*"), timeout=10)  # taken back, whole
+        parts = ("mxf:body:*", "mxf:job:*", "mxf:rcpt:*")
+        assert [key for pattern in parts for key in client.keys(pattern)] == []
+        assert client.zcard("mxf:queue") == client.zcard("mxf:sched:dest.test") == 0
+        assert send(ingress.port)[0] == 250  # and the node goes on
