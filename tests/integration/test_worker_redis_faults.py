@@ -18,15 +18,21 @@ from workers.store import Store
 LEASE_MS = 600
 
 
-def test_renewals_keep_the_lease_past_its_time(start_redis: StartRedis) -> None:
-    server = start_redis()
-    store = Store(redis.Redis(port=server.port), Keys().prefix)
+def keeper_at_work(store: Store) -> LeaseKeeper:
+    """A ticket holding one claimed job, and its lease keeper started."""
     accept(store)
     store.dispatch("dest.test", "t1", SHAPING, **{**LIMITS, "lease_ms": LEASE_MS})
     claimed = store.claim("dest.test", "t1", SHAPING, count=10, lease_ms=LEASE_MS)
     assert claimed is not None
     keeper = LeaseKeeper(store, DEST, "t1", LEASE_MS)
     keeper.hold(claimed.jobs)
+    return keeper
+
+
+def test_renewals_keep_the_lease_past_its_time(start_redis: StartRedis) -> None:
+    server = start_redis()
+    store = Store(redis.Redis(port=server.port), Keys().prefix)
+    keeper = keeper_at_work(store)
     try:
         until = time.monotonic() + 3 * LEASE_MS / 1000
         while time.monotonic() < until:  # three lease times, checked all along
@@ -41,12 +47,7 @@ def test_a_keeper_cut_off_from_redis_says_its_lease_may_be_gone(start_redis: Sta
     """A frozen or partitioned worker must not send what the reaper may have handed on."""
     server = start_redis()
     store = Store(redis.Redis(port=server.port, socket_timeout=0.2), Keys().prefix)
-    accept(store)
-    store.dispatch("dest.test", "t1", SHAPING, **{**LIMITS, "lease_ms": LEASE_MS})
-    claimed = store.claim("dest.test", "t1", SHAPING, count=10, lease_ms=LEASE_MS)
-    assert claimed is not None
-    keeper = LeaseKeeper(store, DEST, "t1", LEASE_MS)
-    keeper.hold(claimed.jobs)
+    keeper = keeper_at_work(store)
     try:
         server.kill()
         cut = time.monotonic()
