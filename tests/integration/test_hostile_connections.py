@@ -32,9 +32,9 @@ from tests.servers.crowd import (
     connect,
     cpu_seconds,
     first_replies,
-    open_fds,
     raise_fd_limit,
     rss_kib,
+    settled_fds,
 )
 from tests.servers.httpprobe import metric
 from tests.servers.ingress_process import IngressProcess
@@ -211,7 +211,7 @@ def test_out_of_file_descriptors_the_node_neither_crashes_nor_spins(
     pid = ingress.process.pid
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     room = 10
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_fds(pid) + room, limits[1]))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (settled_fds(pid) + room, limits[1]))
     socks: list[socket.socket] = []
     try:
         socks = [connect(ingress.host, ingress.port, "127.0.0.4") for _ in range(100)]

@@ -124,3 +124,20 @@ def cpu_seconds(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled_fds(pid: int, quiet: float = 0.3, timeout: float = 10.0) -> int:
+    """Descriptors ``pid`` holds once the count has not moved for ``quiet`` seconds.
+
+    A connection that just ended (the start-up probe's session, a metrics request) keeps
+    its descriptor until the node's loop gets to closing it.
+    """
+    deadline = time.monotonic() + timeout
+    count = open_fds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = open_fds(pid)
+        if now == count:
+            return count
+        count = now
+    raise AssertionError(f"the descriptors of {pid} did not settle in {timeout}s")
