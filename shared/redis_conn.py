@@ -44,7 +44,7 @@ def async_client(settings: Settings, *, max_connections: int = 64) -> "redis.asy
     url = _url(settings)
     if url.startswith("sentinel://"):
         target = parse_sentinel(url)
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # redis-py
+        sentinel = redis.asyncio.sentinel.Sentinel(
             list(target.sentinels), socket_timeout=min(settings.redis_timeout, 2.0)
         )
         client: redis.asyncio.Redis = sentinel.master_for(
@@ -67,10 +67,10 @@ def sync_client(settings: Settings) -> "redis.Redis":
     url = _url(settings)
     if url.startswith("sentinel://"):
         target = parse_sentinel(url)
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # redis-py
+        sentinel = redis.sentinel.Sentinel(
             list(target.sentinels), socket_timeout=min(settings.redis_timeout, 2.0)
         )
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]  # redis-py
+        client: redis.Redis = sentinel.master_for(
             target.service, db=target.db, password=target.password,
             retry=Retry(NoBackoff(), 0), **_options(settings),
         )  # fmt: skip
