@@ -36,7 +36,9 @@ MESSAGES = int(os.environ.get("CHAOS_MESSAGES", "20000"))  # a smaller run for a
 SOAK_FACTOR = 10
 PARTITION_SECONDS = 30.0
 KILL_EVERY = (3.0, 6.0)  # seconds between two kills
-SEND_SECONDS = 200.0  # budget to get every message accepted
+# Budget to get every message accepted: 40-60 s on a quiet 2-core machine, 120-180 s when
+# its CPU is three times as dear per message (seen); the run stays within 5 minutes.
+SEND_SECONDS = 260.0
 DRAIN_SECONDS = 120.0  # budget to deliver the rest once all are accepted
 
 
