@@ -36,10 +36,10 @@ bench: $(STAMP)  ## ingress benchmark against the peers (not part of check)
 	bash tests/bench/ingress.sh
 
 constraints:  ## pin what a fresh venv resolves to today (run the suite after)
-	rm -rf $(VENV)-pin && $(PYTHON) -m venv $(VENV)-pin
+	rm -rf $(VENV)-pin build && $(PYTHON) -m venv $(VENV)-pin
 	$(VENV)-pin/bin/pip install -q --upgrade pip && $(VENV)-pin/bin/pip install -q '.[dev]'
 	{ sed -n '/^#/p' constraints.txt; $(VENV)-pin/bin/pip freeze --exclude mxfleet; } > constraints.new
-	mv constraints.new constraints.txt && rm -rf $(VENV)-pin
+	mv constraints.new constraints.txt && rm -rf $(VENV)-pin build
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache var

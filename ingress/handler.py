@@ -9,11 +9,12 @@ import logging
 from dataclasses import dataclass, field
 
 from ingress import policy, priority, suppression, trace
-from ingress.dkim_keys import KeyRing
-from ingress.dkim_sign import Signer
+from ingress.dkim_sign import IngressSigner
 from ingress.store import Store
 from shared import log, metrics, replies
+from shared.dkim_keys import KeyRing
 from shared.errors import SpoolFull, SpoolUnavailable
+from shared.header_section import split_header
 from shared.message import Mailbox, new_queue_id, split_by_domain
 from shared.replies import Reply
 from shared.settings import Settings
@@ -42,10 +43,12 @@ class Transaction:
 
 
 class Handler:
-    def __init__(self, settings: Settings, store: Store, signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, signer: IngressSigner | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
-        self.signer = signer or Signer(KeyRing([]))
+        self.signer = signer or IngressSigner(KeyRing([]))
         self.priority_rules = priority.Rules(
             default=settings.default_priority,
             transactional_users=frozenset(settings.transactional_users),
@@ -55,7 +58,7 @@ class Handler:
 
     async def accept(self, tx: Transaction, message: bytes) -> Reply:
         """Store ``message`` for ``tx``'s recipients durably; the reply says how it went."""
-        header, _ = trace.split_header(message)
+        header, _ = split_header(message)
         if trace.received_count(header) >= self.settings.max_received_headers:
             metrics.INGRESS_MESSAGES.labels("loop").inc()
             return replies.LOOP_DETECTED

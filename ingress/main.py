@@ -7,12 +7,12 @@ import signal
 import time
 from types import FrameType
 
-from ingress.dkim_keys import DkimKeyError
-from ingress.dkim_sign import Signer, load_signer
+from ingress.dkim_sign import IngressSigner, load_signer
 from ingress.limits import SessionTable
 from ingress.listener import raise_fd_limit
 from ingress.server import serve
 from shared import log
+from shared.dkim_keys import DkimKeyError
 from shared.settings import Settings
 
 logger = logging.getLogger("mxfleet.ingress")
@@ -26,7 +26,9 @@ def _loop_factory() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_process(settings: Settings, limits: SessionTable, index: int, signer: Signer) -> None:
+def run_process(
+    settings: Settings, limits: SessionTable, index: int, signer: IngressSigner
+) -> None:
     limits.use_row(index)
     with asyncio.Runner(loop_factory=_loop_factory) as runner:
         runner.run(serve(settings, limits, index, signer))
@@ -48,7 +50,7 @@ def main(settings: Settings) -> int:
     return _supervise(settings, limits, signer)
 
 
-def _supervise(settings: Settings, limits: SessionTable, signer: Signer) -> int:
+def _supervise(settings: Settings, limits: SessionTable, signer: IngressSigner) -> int:
     """Run ``ingress_processes`` children; restart one that dies; pass SIGTERM on."""
     ctx = multiprocessing.get_context("fork")
     children: dict[int, multiprocessing.process.BaseProcess] = {}

@@ -21,8 +21,8 @@ than sent as some other class.
 import re
 from dataclasses import dataclass
 
-from ingress import trace
 from shared import priority, replies
+from shared.header_section import split_header
 from shared.priority import Priority
 from shared.replies import Reply
 
@@ -53,7 +53,7 @@ class Choice:
 def take_header(message: bytes) -> tuple[bytes, list[str]]:
     """``message`` without its X-Mxfleet-Priority fields (folded lines included), and their
     values, unfolded and stripped. A message without the field comes back as it was."""
-    header, rest = trace.split_header(message)
+    header, rest = split_header(message)
     if not _FIELD.search(header):
         return message, []
     kept: list[bytes] = []

@@ -11,7 +11,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from ingress.auth import Credentials
-from ingress.dkim_sign import Signer
+from ingress.dkim_sign import IngressSigner
 from ingress.handler import Handler
 from ingress.limits import SessionTable
 from ingress.listener import Listener
@@ -43,7 +43,11 @@ class Node:
     """What every session of this process shares."""
 
     def __init__(
-        self, settings: Settings, limits: SessionTable, store: Store, signer: Signer | None = None
+        self,
+        settings: Settings,
+        limits: SessionTable,
+        store: Store,
+        signer: IngressSigner | None = None,
     ) -> None:
         self.settings = settings
         self.limits = limits
@@ -127,7 +131,7 @@ class Node:
 
 
 async def serve(
-    settings: Settings, limits: SessionTable, index: int = 0, signer: Signer | None = None
+    settings: Settings, limits: SessionTable, index: int = 0, signer: IngressSigner | None = None
 ) -> None:
     """Run one ingress process until SIGTERM/SIGINT, then drain and return."""
     store = Store(async_client(settings), settings)

@@ -11,10 +11,11 @@ import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from shared.header_section import split_header
+
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^message-id:", re.IGNORECASE | re.MULTILINE)
 _DATE = re.compile(rb"^date:", re.IGNORECASE | re.MULTILINE)
-_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
 
 _date_cache: tuple[int, str] = (-1, "")
 
@@ -33,19 +34,6 @@ def protocol(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
     if not esmtp:
         return "SMTP"
     return ("UTF8SMTP" if utf8 else "ESMTP") + ("S" if tls else "") + ("A" if auth else "")
-
-
-def split_header(message: bytes) -> tuple[bytes, bytes]:
-    """(header section including its last CRLF, the rest from the blank line on).
-
-    A message whose first line is not a header field has no header section.
-    """
-    if not _HEADER_LINE.match(message):
-        return b"", message
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        return message, b""
-    return message[: end + 2], message[end + 2 :]
 
 
 def received_count(header: bytes) -> int:

@@ -56,6 +56,7 @@ Delivery (workers): ``mxfleet_delivery_recipients_total{policy,verdict}`` (``del
 ``stale``, ``failed``), ``mxfleet_delivery_connections_total{result}`` (``ok``,
 ``failed``), ``mxfleet_delivery_lease_lost_total``,
 ``mxfleet_delivery_maybe_duplicated_total``, ``mxfleet_delivery_dsn_total``,
+``mxfleet_delivery_dsn_dkim_total{result}``,
 ``mxfleet_delivery_transaction_seconds``, ``mxfleet_delivery_latency_seconds``,
 ``mxfleet_delivery_open_connections{policy}`` (this worker's; sum them for the cluster);
 per priority class: ``mxfleet_delivery_class_recipients_total{class,verdict}`` and
@@ -187,6 +188,9 @@ DELIVERY_MAYBE_DUPLICATED = Counter(
     "Recipients retried after the end of data was sent but its reply never came",
 )
 DELIVERY_DSN = Counter("mxfleet_delivery_dsn", "Delivery status notifications enqueued")
+DELIVERY_DSN_DKIM = Counter(
+    "mxfleet_delivery_dsn_dkim", "DSNs by DKIM signing outcome (with keys loaded)", ["result"]
+)
 DELIVERY_TRANSACTION_SECONDS = Histogram(
     "mxfleet_delivery_transaction_seconds",
     "One SMTP transaction to a destination",

@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     auth_file: Path | None = None
     auth_require_tls: bool = True
-    # DKIM signing keys, <selector>._domainkey.<domain>.key files (ingress/dkim_keys.py);
+    # DKIM signing keys, <selector>._domainkey.<domain>.key files (shared/dkim_keys.py);
     # read by the ingress alone at its start, so other roles need not mount the directory
     dkim_keys_dir: Path | None = None
     # --- priority classes (shared/priority.py, ingress/priority.py): which due mail of a

@@ -8,6 +8,7 @@ import logging
 import time
 
 from shared import log, metrics
+from shared.dkim_sign import Signer, SigningError
 from shared.message import AddressError, new_queue_id, parse_mailbox, split_by_domain
 from shared.replies import Reply
 from shared.spool import Envelope
@@ -44,6 +45,7 @@ def enqueue_dsn(ctx: Context, job: Job, failed: dict[str, Reply], mx: str | None
         arrival=job.received_ms / 1000,
         now=now,
     )
+    dsn = _signed(ctx.signer, dsn, job.msg_id)
     dsn_id = new_queue_id()
     envelope = Envelope(
         sender="",
@@ -58,6 +60,20 @@ def enqueue_dsn(ctx: Context, job: Job, failed: dict[str, Reply], mx: str | None
     metrics.DELIVERY_DSN.inc()
     log.event(logger, "dsn", id=dsn_id, of=job.msg_id, to=job.sender, rcpts=len(recipients))
     return dsn_id
+
+
+def _signed(signer: Signer, dsn: bytes, of: str) -> bytes:
+    """The DSN with the DKIM signatures of the relay's own domain, when it has keys; a DSN
+    that cannot be signed goes out unsigned (counted and logged), never not at all."""
+    if not signer.ring:
+        return dsn
+    try:
+        fields, result = signer.sign(dsn, None)
+    except (SigningError, ValueError, UnicodeError) as exc:
+        log.event(logger, "dsn_dkim_failed", logging.WARNING, of=of, error=exc)
+        fields, result = b"", "failed"
+    metrics.DELIVERY_DSN_DKIM.labels(result).inc()
+    return fields + dsn
 
 
 _LOCAL = frozenset(

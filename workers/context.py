@@ -4,10 +4,13 @@ Built once per process (``mxfleet worker`` sets it; under ``celery -A workers.ap
 built on the first ticket from the app's settings).
 """
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.dkim_keys import KeyRing
+from shared.dkim_sign import Signer, load_keys
 from shared.policies import Policy
 from shared.redis_conn import sync_client
 from shared.settings import Settings, parse_nameserver
@@ -21,6 +24,9 @@ class Context:
     settings: Settings
     store: Store
     resolver: MxResolver
+    # Signs the DSNs this worker writes (From: MAILER-DAEMON@hostname) with the keys of
+    # the hostname's domain or its nearest parent with keys, from ``dkim_keys_dir``.
+    signer: Signer = field(default_factory=lambda: Signer(KeyRing([])))
     _credentials: dict[Path, Credentials] = field(default_factory=dict)
     # Set when the worker shuts down: tickets finish the message in progress, give back
     # the rest and end (Kubernetes' SIGTERM, Celery's warm shutdown).
@@ -47,6 +53,7 @@ def build(settings: Settings) -> Context:
         settings=settings,
         store=Store(sync_client(settings), settings.redis_key_prefix),
         resolver=MxResolver(servers, allow_private=settings.allow_private_mx),
+        signer=Signer(load_keys(settings, logging.getLogger("mxfleet.worker"))),
     )
 
 

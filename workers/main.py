@@ -5,6 +5,7 @@ import logging
 from celery.signals import worker_shutting_down
 
 from shared import log, metrics  # registered now: /metrics lists them before the first ticket
+from shared.dkim_keys import DkimKeyError
 from shared.httpd import HealthServer
 from shared.settings import Settings
 from workers.app import QUEUE, make_app
@@ -15,7 +16,11 @@ logger = logging.getLogger("mxfleet.worker")
 
 
 def main(settings: Settings) -> int:
-    context = install(settings)
+    try:
+        context = install(settings)  # reads the DKIM keys for DSNs: a bad key stops it here
+    except DkimKeyError as exc:
+        log.event(logger, "dkim_keys_invalid", logging.ERROR, error=exc)
+        return 2
     metrics.DELIVERY_TICKETS.labels("done")  # the series exist (at 0) from the start
     app = make_app(settings)
 

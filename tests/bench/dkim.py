@@ -2,10 +2,10 @@
 
 Usage: .venv/bin/python -m tests.bench.dkim [--messages 3000] [--clients 4] [--reps 3]
 
-1. ``sign``: CPU per message of ingress/dkim_sign.py's ``Signer.sign`` (RSA 2048, Ed25519,
+1. ``sign``: CPU per message of shared/dkim_sign.py's ``Signer.sign`` (RSA 2048, Ed25519,
    both) for bodies of 1 KiB to 1 MiB (base64 lines, and prose with double spaces that
    relaxed canonicalisation rewrites), against dkimpy's own ``dkim.sign`` (RSA, relaxed).
-2. ``stall``: the longest the event loop waited while ``Signer.signatures`` signed 20
+2. ``stall``: the longest the event loop waited while ``IngressSigner.signatures`` signed 20
    messages of each size with both keys (inline below 64 KiB, in the default executor at
    and above), measured by a task that yields in a loop.
 3. ``ingress``: one ingress process with its own redis-server (AOF everysec), 1 KiB
@@ -29,8 +29,8 @@ from pathlib import Path
 import dkim
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from ingress.dkim_keys import DkimKey, KeyRing
-from ingress.dkim_sign import Signer
+from ingress.dkim_sign import IngressSigner
+from shared.dkim_keys import DkimKey, KeyRing
 from tests.servers.dkim_records import pem, write_key
 from tests.servers.ingress_process import IngressProcess
 from tests.servers.redis_server import RedisServer
@@ -78,7 +78,7 @@ def bench_sign() -> None:
             message = body(size, kind)
             repeat = max(3, 300 * 1024 // size)
             figures = [
-                cpu_ms(lambda r=ring, m=message: Signer(r).sign(m, None), repeat)
+                cpu_ms(lambda r=ring, m=message: IngressSigner(r).sign(m, None), repeat)
                 for ring in rings.values()
             ]
             theirs = cpu_ms(
@@ -95,7 +95,7 @@ def bench_sign() -> None:
             print(f"| {size // 1024} KiB | {kind} | {cells} |")
 
 
-async def stall(signer: Signer, message: bytes) -> float:
+async def stall(signer: IngressSigner, message: bytes) -> float:
     loop = asyncio.get_running_loop()
     worst, running = 0.0, True
 
@@ -134,7 +134,7 @@ def bench_stall() -> None:
     print("|---|---|---|")
     for size in SIZES:
         for kind in ("base64", "prose"):
-            worst = asyncio.run(stall(Signer(ring), body(size, kind)))
+            worst = asyncio.run(stall(IngressSigner(ring), body(size, kind)))
             print(f"| {size // 1024} KiB | {kind} | {worst:.2f} |")
 
 

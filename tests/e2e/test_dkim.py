@@ -1,11 +1,14 @@
 """A signed message as the destination receives it: SMTP in, a worker's relay out, and the
-signature still verifies at the sink (against the TXT record in DNS)."""
+signature still verifies at the sink (against the TXT record in DNS); and a DSN that a
+worker writes, signed for the relay's own domain."""
 
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from shared.replies import Reply
 from tests.servers.dkim_records import txt_record, write_key, zone_text
 from tests.servers.dkim_verify import dns_lookup, verify
 from tests.servers.fleet import Fleet
+from tests.servers.smtp_sink import Behaviour
 from tests.servers.wait import wait_until
 
 # dot-stuffed on both hops, 8-bit text, whitespace that relaxed canonicalisation folds
@@ -33,3 +36,27 @@ def test_the_signature_verifies_at_the_destination(fleet: Fleet) -> None:
     assert [(v.domain, v.algorithm, v.reason) for v in verdicts] == [
         ("example.test", "rsa-sha256", "pass")
     ]
+
+
+def test_a_dsn_is_signed_for_the_relays_own_domain(fleet: Fleet) -> None:
+    keys = fleet.workdir / "dkim"
+    keys.mkdir()
+    # The fleet's hostname is mx.fleet.test: its DSNs come from MAILER-DAEMON@mx.fleet.test
+    # and the nearest parent domain with keys signs them.
+    relay_key = ed25519.Ed25519PrivateKey.generate()
+    write_key(keys, "r1", "fleet.test", relay_key)
+    fleet.dns.add("r1._domainkey.fleet.test", "TXT", zone_text(txt_record(relay_key)))
+    refusal = Reply(550, "5.1.1", "No such user here")
+    dest = fleet.sink("dest.test", "127.0.0.2", Behaviour(rcpt_default=refusal))
+    home = fleet.sink("example.test", "127.0.0.3")
+    fleet.up(dkim_keys_dir=str(keys))
+    fleet.send("bounce@example.test", ["nobody@dest.test"], BODY)
+    wait_until(lambda: home.messages, timeout=30)
+    dsn = home.messages[0]
+    assert (dsn.mail_from, dsn.rcpt_tos) == ("", ("bounce@example.test",))
+    assert b"From: Mail Delivery System <MAILER-DAEMON@mx.fleet.test>" in dsn.data
+    verdicts = verify(dsn.data, dns_lookup(fleet.dns.resolver()))
+    assert [(v.domain, v.algorithm, v.reason) for v in verdicts] == [
+        ("fleet.test", "ed25519-sha256", "pass")
+    ]
+    assert not dest.messages

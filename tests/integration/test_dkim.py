@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from tests.integration.test_cli import run_cli
 from tests.servers.dkim_records import txt_record, write_key, zone_text
 from tests.servers.dkim_verify import dns_lookup, verify
 from tests.servers.dns_server import DnsServer
@@ -143,3 +144,15 @@ def test_a_bad_key_file_stops_the_ingress_at_start(
     with pytest.raises(AssertionError, match="ingress exited with 2"):
         process.start()
     assert f'event=dkim_keys_invalid error="{bad}: not a PEM private key"' in process.log()
+
+
+def test_a_bad_key_file_stops_a_worker_at_start(redis_server: RedisServer, tmp_path: Path) -> None:
+    # Workers read the same directory for the DSNs they sign.
+    keys = tmp_path / "dkim"
+    keys.mkdir()
+    bad = keys / "s1._domainkey.example.com.key"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    env = {"MXFLEET_REDIS_URL": redis_server.url, "MXFLEET_DKIM_KEYS_DIR": str(keys)}
+    done = run_cli("worker", env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f'event=dkim_keys_invalid error="{bad}: not a PEM private key"' in done.stderr

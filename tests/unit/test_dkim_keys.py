@@ -1,4 +1,4 @@
-"""ingress/dkim_keys.py: the key directory, its file names, the keys that sign."""
+"""shared/dkim_keys.py: the key directory, its file names, the keys that sign."""
 
 import logging
 import os
@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from ingress.dkim_keys import DkimKeyError, KeyRing, parse_name
 from ingress.dkim_sign import load_signer
+from shared.dkim_keys import DkimKeyError, KeyRing, parse_name
 from shared.settings import load_settings
 from tests.servers.dkim_records import pem, write_key
 

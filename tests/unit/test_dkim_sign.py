@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ingress.dkim_keys import DkimKey, KeyRing
-from ingress.dkim_sign import (
-    EXECUTOR_BYTES,
+from ingress.dkim_sign import EXECUTOR_BYTES, IngressSigner
+from shared.dkim_keys import DkimKey, KeyRing
+from shared.dkim_sign import (
     Signer,
     SigningError,
     from_domain,
@@ -316,7 +316,7 @@ def test_a_header_that_does_not_parse_is_refused() -> None:
 def test_what_cannot_be_signed_is_stored_unsigned_and_counted(ring: KeyRing) -> None:
     bad = b"From: a@example.com\r\nnot a field\r\n\r\nbody\r\n"
     before = counter("mxfleet_ingress_dkim_messages_total", result="failed")
-    assert asyncio.run(Signer(ring).signatures(bad, None, "QID")) == b""
+    assert asyncio.run(IngressSigner(ring).signatures(bad, None, "QID")) == b""
     assert counter("mxfleet_ingress_dkim_messages_total", result="failed") == before + 1
 
 
@@ -329,7 +329,7 @@ def test_the_async_path_counts_and_signs_big_messages_off_the_loop(
     ed_before = counter("mxfleet_ingress_dkim_signatures_total", algorithm="ed25519-sha256")
 
     async def both() -> list[bytes]:
-        return [await Signer(ring).signatures(m, None, "QID") for m in (MESSAGE, big)]
+        return [await IngressSigner(ring).signatures(m, None, "QID") for m in (MESSAGE, big)]
 
     for fields, message in zip(asyncio.run(both()), (MESSAGE, big), strict=True):
         assert {r for _, _, r in results(fields + message, dns)} == {"pass"}
@@ -344,5 +344,5 @@ def test_the_async_path_counts_and_signs_big_messages_off_the_loop(
 
 def test_without_keys_nothing_is_signed_or_counted() -> None:
     before = counter("mxfleet_ingress_dkim_messages_total", result="no_key")
-    assert asyncio.run(Signer(KeyRing([])).signatures(MESSAGE, None, "QID")) == b""
+    assert asyncio.run(IngressSigner(KeyRing([])).signatures(MESSAGE, None, "QID")) == b""
     assert counter("mxfleet_ingress_dkim_messages_total", result="no_key") == before

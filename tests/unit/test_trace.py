@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingress import trace
+from shared.header_section import split_header
 from tests.unit.fuzz import FUZZ
 
 DATE = "Tue, 14 Nov 2023 22:13:20 +0000"
@@ -80,13 +81,13 @@ def test_protocol(esmtp: bool, tls: bool, auth: bool, utf8: bool, keyword: str) 
     ],
 )
 def test_split_header(message: bytes, header: bytes, rest: bytes) -> None:
-    assert trace.split_header(message) == (header, rest)
+    assert split_header(message) == (header, rest)
 
 
 @FUZZ
 @given(st.binary(max_size=80))
 def test_split_header_loses_nothing(message: bytes) -> None:
-    header, rest = trace.split_header(message)
+    header, rest = split_header(message)
     assert header + rest == message
 
 
@@ -211,7 +212,7 @@ def test_stamp_message_with_empty_header_section_keeps_the_body(fixed_date: str)
 @given(st.binary(max_size=80).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"\r\n")))
 def test_stamp_keeps_the_message_as_a_suffix_or_after_the_header(message: bytes) -> None:
     stamped = trace.stamp(message, RECEIVED, queue_id="Q", hostname="h")
-    header, rest = trace.split_header(message)
+    header, rest = split_header(message)
     assert stamped.startswith(RECEIVED + header)
     assert stamped.endswith(rest)
-    assert trace.received_count(trace.split_header(stamped)[0]) == 1 + trace.received_count(header)
+    assert trace.received_count(split_header(stamped)[0]) == 1 + trace.received_count(header)
