@@ -71,7 +71,7 @@ class EmbeddedRedis:
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", "always",  # see deploy/redis.conf
             "--save", "",
             "--maxmemory-policy", "noeviction",
             "--protected-mode", "yes",

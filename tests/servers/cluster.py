@@ -1,10 +1,11 @@
 """The fleet harness: mxfleet as a cluster of hosts, for chaos runs.
 
 Several ingress, dispatcher and worker processes, each on a host of its own; Redis (AOF
-``everysec``, ``noeviction``) on its own host; the destination MX hosts (20 addresses on one
-host, served by :mod:`tests.servers.counting_sink`); a DNS server that names them, in the
-test process. Hosts come from :mod:`tests.servers.netns`: network namespaces joined by a
-bridge when the tests run as root with ``ip netns``, else 127.0.0.N addresses.
+``always`` as deploy/redis.conf has it, ``noeviction``) on its own host; the destination MX
+hosts (20 addresses on one host, served by :mod:`tests.servers.counting_sink`); a DNS
+server that names them, in the test process. Hosts come from :mod:`tests.servers.netns`:
+network namespaces joined by a bridge when the tests run as root with ``ip netns``, else
+127.0.0.N addresses.
 
 Every node can be SIGKILLed and started again on its host (same address, same port), Redis
 included; a host can be cut off the network and healed. Logs go to the work directory, one
@@ -137,7 +138,7 @@ class Cluster:
         return [
             redis_server_binary(), "--bind", self.redis_host.address,
             "--port", str(self.redis_port), "--dir", str(data), "--appendonly", "yes",
-            "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
+            "--appendfsync", "always", "--save", "", "--maxmemory-policy", "noeviction",
             "--protected-mode", "no", "--daemonize", "no", "--logfile", str(data / "redis.log"),
         ]  # fmt: skip
 
