@@ -1,5 +1,5 @@
 """A DKIM verifier for tests (RFC 6376 §6; RFC 8463 for Ed25519), written apart from the
-signer (ingress/dkim_sign.py) and from dkimpy, so that a shared mistake cannot pass.
+signer (shared/dkim_sign.py) and from dkimpy, so that a shared mistake cannot pass.
 
 ``verify(message, lookup)`` checks every DKIM-Signature field of ``message`` and returns a
 :class:`Verdict` per field; ``lookup(name)`` returns the TXT record text of

@@ -1,4 +1,4 @@
-"""ingress/dkim_sign.py: which domain signs, which fields, the body hash, and signatures that
+"""shared/dkim_sign.py: which domain signs, which fields, the body hash, and signatures that
 an independent verifier (tests/servers/dkim_verify.py) accepts."""
 
 import asyncio
