@@ -6,7 +6,7 @@ import logging
 
 from shared import log, metrics
 from shared.dkim_keys import DkimKey
-from shared.dkim_sign import Signer, SigningError, load_keys
+from shared.dkim_sign import Signer, load_keys
 from shared.message import Mailbox
 from shared.settings import Settings
 
@@ -26,15 +26,15 @@ class IngressSigner(Signer):
         what cannot be signed is stored unsigned, counted and logged."""
         if not self.ring:
             return b""
-        try:
-            if len(message) < EXECUTOR_BYTES:
-                fields, result = self.sign(message, sender)
-            else:
-                loop = asyncio.get_running_loop()
-                fields, result = await loop.run_in_executor(None, self.sign, message, sender)
-        except (SigningError, ValueError, UnicodeError) as exc:
-            log.event(logger, "dkim_failed", logging.WARNING, id=queue_id, error=exc)
-            fields, result = b"", "failed"
+        if len(message) < EXECUTOR_BYTES:
+            fields, result, error = self.sign_or_not(message, sender)
+        else:
+            loop = asyncio.get_running_loop()
+            fields, result, error = await loop.run_in_executor(
+                None, self.sign_or_not, message, sender
+            )
+        if error is not None:
+            log.event(logger, "dkim_failed", logging.WARNING, id=queue_id, error=error)
         metrics.INGRESS_DKIM_MESSAGES.labels(result).inc()
         return fields
 

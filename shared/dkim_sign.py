@@ -1,4 +1,5 @@
 """DKIM signatures for accepted mail and the relay's DSNs (RFC 6376 relaxed/relaxed; RFC 8463
+for Ed25519).
 
 Which domain signs (the d= tag): the domain of the message's one RFC 5322 From: address,
 the identifier DMARC aligns with (RFC 7489 §3.1); when the header has no single From:
@@ -221,6 +222,18 @@ class Signer:
         for key in keys:
             self.signed(key)
         return fields, "signed"
+
+    def sign_or_not(
+        self, message: bytes, sender: Mailbox | None
+    ) -> tuple[bytes, str, ValueError | None]:
+        """:meth:`sign` for mail that goes on unsigned when it cannot be signed: (fields,
+        outcome, the error); a header section that does not parse gives (b"", "failed",
+        the error), anything else no error."""
+        try:
+            fields, result = self.sign(message, sender)
+        except ValueError as exc:  # SigningError, UnicodeError
+            return b"", "failed", exc
+        return fields, result, None
 
     def signed(self, key: DkimKey) -> None:
         """Called once per signature added (the ingress counts them by algorithm)."""

@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     auth_file: Path | None = None
     auth_require_tls: bool = True
     # DKIM signing keys, <selector>._domainkey.<domain>.key files (shared/dkim_keys.py);
-    # read by the ingress alone at its start, so other roles need not mount the directory
+    # read at start by the ingress (mail) and the workers (their DSNs); dispatchers ignore it
     dkim_keys_dir: Path | None = None
     # --- priority classes (shared/priority.py, ingress/priority.py): which due mail of a
     # destination goes first when its limits are the bottleneck

@@ -8,7 +8,7 @@ import logging
 import time
 
 from shared import log, metrics
-from shared.dkim_sign import Signer, SigningError
+from shared.dkim_sign import Signer
 from shared.message import AddressError, new_queue_id, parse_mailbox, split_by_domain
 from shared.replies import Reply
 from shared.spool import Envelope
@@ -67,11 +67,9 @@ def _signed(signer: Signer, dsn: bytes, of: str) -> bytes:
     that cannot be signed goes out unsigned (counted and logged), never not at all."""
     if not signer.ring:
         return dsn
-    try:
-        fields, result = signer.sign(dsn, None)
-    except (SigningError, ValueError, UnicodeError) as exc:
-        log.event(logger, "dsn_dkim_failed", logging.WARNING, of=of, error=exc)
-        fields, result = b"", "failed"
+    fields, result, error = signer.sign_or_not(dsn, None)
+    if error is not None:
+        log.event(logger, "dsn_dkim_failed", logging.WARNING, of=of, error=error)
     metrics.DELIVERY_DSN_DKIM.labels(result).inc()
     return fields + dsn
 
