@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -37,18 +39,41 @@ def redis_server_binary() -> str:
 PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range (ip_local_port_range 32768-)
 
 
+_HANDED_OUT: deque[int] = deque(maxlen=2048)  # ports this process handed out lately
+
+
+def bindable(host: str, port: int) -> bool:
+    """True when TCP ``port`` on ``host`` can be bound now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_ports(free: Callable[[int], bool], count: int = 1) -> int:
+    """The first of ``count`` consecutive ports for which ``free(port)`` holds, taken below
+    the range the kernel gives client sockets, so no outgoing connection can grab one before
+    its server binds it.
+
+    A port is bound by its server only some time after it is handed out, and a second probe
+    in between would find it free: so no port this process handed out lately is given again.
+    """
+    low, high = PORT_RANGE
+    for _ in range(400):
+        first = random.randrange(low, high - count)  # noqa: S311 -- not a secret
+        ports = range(first, first + count)
+        if any(port in _HANDED_OUT for port in ports) or not all(map(free, ports)):
+            continue
+        _HANDED_OUT.extend(ports)
+        return first
+    raise EmbeddedRedisError(f"no {count} consecutive free ports in {PORT_RANGE}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on ``host`` now, taken below the range the kernel gives client sockets,
-    so no outgoing connection can grab it before the server binds it."""
-    for _ in range(200):
-        port = random.randrange(*PORT_RANGE)  # noqa: S311 -- not a secret
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise EmbeddedRedisError(f"no free port in {PORT_RANGE} on {host}")
+    """A port free on ``host`` now (see :func:`pick_ports`)."""
+    return pick_ports(lambda port: bindable(host, port))
 
 
 class EmbeddedRedis:

@@ -253,6 +253,8 @@ class Settings(BaseSettings):
     def model_post_init(self, context: Any, /) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        if self._is_metrics_port(self.listen_address[1]):
+            raise ValueError(f"listen port {self.listen_address[1]} is a metrics port")
         if self.api_listen is not None:
             self._check_api()
         self._policies = build_policies(self.policy, self.model_dump(exclude={"policy"}))
@@ -265,9 +267,14 @@ class Settings(BaseSettings):
                 "api_listen without tls_cert/tls_key would carry bearer tokens in clear: "
                 "configure the certificate, or set api_allow_plaintext = true (loopback, tests)"
             )
-        port, metrics = self.api_address[1], self.metrics_address[1]
-        if port == self.listen_address[1] or metrics <= port < metrics + self.ingress_processes:
+        port = self.api_address[1]
+        if port == self.listen_address[1] or self._is_metrics_port(port):
             raise ValueError(f"api_listen port {port} is the SMTP port or a metrics port")
+
+    def _is_metrics_port(self, port: int) -> bool:
+        """True when ``port`` is one of the metrics ports (one per ingress process)."""
+        metrics = self.metrics_address[1]
+        return metrics != 0 and metrics <= port < metrics + self.ingress_processes
 
     @property
     def policies(self) -> Policies:

@@ -238,6 +238,20 @@ def test_tls_cert_without_key_is_refused() -> None:
     assert message == "invalid configuration:\n  tls_cert and tls_key must be set together"
 
 
+@pytest.mark.parametrize("listen", ["0.0.0.0:9100", "0.0.0.0:9103"])
+def test_an_smtp_port_among_the_metrics_ports_is_refused(listen: str) -> None:
+    env = {"MXFLEET_LISTEN": listen, "MXFLEET_INGRESS_PROCESSES": "4"}
+    port = listen.rsplit(":", 1)[1]
+    message = refusal(env)
+    assert message == f"invalid configuration:\n  listen port {port} is a metrics port"
+
+
+def test_an_smtp_port_next_to_the_metrics_ports_is_accepted() -> None:
+    env = {"MXFLEET_LISTEN": "0.0.0.0:9104", "MXFLEET_INGRESS_PROCESSES": "4"}
+    assert load(env).listen_address == ("0.0.0.0", 9104)
+    assert load({"MXFLEET_LISTEN": "0.0.0.0:9100", "MXFLEET_METRICS_LISTEN": "0.0.0.0:0"})
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     path = tmp_path / "missing.toml"
     message = refusal({"MXFLEET_CONFIG": str(path)})
