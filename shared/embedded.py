@@ -76,6 +76,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     return pick_ports(lambda port: bindable(host, port))
 
 
+_ASK_AGAIN = 0.5  # seconds between two SIGTERMs to a Redis that did not exit
+
+
 class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1 with ``appendonly yes``."""
 
@@ -140,13 +143,24 @@ class EmbeddedRedis:
             self.process = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM: Redis fsyncs its AOF and exits."""
+        """SIGTERM: Redis fsyncs its AOF and exits; SIGKILL after ``timeout`` seconds.
+
+        While it writes the first AOF after ``CONFIG SET appendonly yes``, Redis refuses a
+        SIGTERM ("Writing initial AOF, can't exit") and runs on: so it is asked again every
+        half second until it goes (a second SIGTERM, unlike a second SIGINT, never cuts a
+        shutdown in progress short).
+        """
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.process.terminate()
+            try:
+                self.process.wait(max(0.0, min(_ASK_AGAIN, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    self.process.kill()
+                    self.process.wait()
+                    break
         self.process = None
