@@ -15,22 +15,20 @@ at a time or fewer once ``--max-wait`` has passed since the batch's first entry.
 - Events trimmed by ``MAXLEN ~ events_maxlen`` before the group read them are gone: watch
   the group's lag (XINFO GROUPS ``lag``, logged at start); keep it well below the maxlen.
 - SIGTERM, SIGINT: exit 0 after the current POST (each socket operation ≤ ``--timeout``).
+
+The receiver is :mod:`workers.webhook_endpoint`, the consumer group
+:mod:`workers.webhook_group`.
 """
 
 import argparse
-import http.client
 import json
 import logging
 import math
 import os
 import random
-import re
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
 import redis
 
@@ -41,36 +39,13 @@ from shared.settings import Settings
 from shared.units import parse_duration
 from workers import events_cli
 from workers.events_cli import Entry, Patient, Stopped, Stopper
-from workers.store import text
+from workers.webhook_endpoint import Endpoint, parse_header, parse_url
+from workers.webhook_group import CLAIM_IDLE_MS, Group
 
 logger = logging.getLogger("mxfleet.webhook")
 
-CLAIM_IDLE_MS = 60_000  # a consumer silent this long with entries pending is taken as dead
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # a header name (RFC 9110 §5.6.2)
-_PAGE = 1000
-
 
 # --- pure decisions ---------------------------------------------------------------------
-def parse_url(text: str) -> SplitResult:
-    """An ``http://`` or ``https://`` URL with a host; ValueError otherwise."""
-    url = urlsplit(text.strip())
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
-    if url.username is not None:
-        raise ValueError("put credentials in --header 'Authorization: ...', not in the URL")
-    if url.port == 0:  # a port that is no number or out of range raises ValueError itself
-        raise ValueError(f"{text!r}: port 0")
-    return url
-
-
-def parse_header(text: str) -> tuple[str, str]:
-    """``'Name: value'`` → (name, value); ValueError when it is not a header line."""
-    name, colon, value = text.partition(":")
-    if not colon or not _TOKEN.match(name) or "\r" in value or "\n" in value:
-        raise ValueError(f"{text!r} is not a header such as 'Authorization: Bearer xyz'")
-    return name, value.strip()
-
-
 def batch_due(size: int, limit: int, first_at: float | None, now: float, max_wait: float) -> bool:
     """Send now: ``limit`` entries are there, or ``max_wait`` has passed since the first."""
     if size >= limit:
@@ -95,131 +70,6 @@ def failure_level(status: int | None) -> int:
     if status is not None and 400 <= status < 500 and status not in (408, 429):
         return logging.ERROR
     return logging.WARNING
-
-
-def dead_here(consumer: str, host: str, alive: Callable[[int], bool]) -> bool:
-    """A ``host:pid`` consumer of this host whose process is gone."""
-    name, _, pid = consumer.rpartition(":")
-    return name == host and pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-# --- HTTP -------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int | None  # None: no answer (network error, timeout)
-    detail: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
-class Endpoint:
-    """The receiver: one POST per batch on a fresh connection, redirects not followed."""
-
-    def __init__(self, url: SplitResult, headers: dict[str, str], timeout: float) -> None:
-        self.url, self.timeout = url, timeout
-        self.headers = {"Content-Type": "application/json", "User-Agent": "mxfleet-events"}
-        self.headers.update(headers)
-        self.shown = f"{url.scheme}://{url.netloc}{url.path}"  # the query may hold a token
-
-    def post(self, body: bytes) -> Answer:
-        # HTTPSConnection's default context verifies the certificate and the host name.
-        https = self.url.scheme == "https"
-        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
-        connection = kind(self.url.hostname or "", self.url.port, timeout=self.timeout)
-        target = (self.url.path or "/") + (f"?{self.url.query}" if self.url.query else "")
-        try:
-            connection.request("POST", target, body=body, headers=self.headers)
-            response = connection.getresponse()
-            response.read(65536)
-            return Answer(response.status, response.reason)
-        except (OSError, http.client.HTTPException) as exc:
-            return Answer(None, events_cli.one_line(exc))
-        finally:
-            connection.close()
-
-
-# --- the consumer group -----------------------------------------------------------------
-class Group:
-    """The forwarder's consumer group on the events stream (redis-py's replies typed here)."""
-
-    def __init__(self, client: "redis.Redis", key: str, name: str, consumer: str) -> None:
-        self.client, self.key, self.name, self.consumer = client, key, name, consumer
-
-    def create(self, since: str | None) -> bool:
-        """Create the group (and the stream) at ``$`` or from ``since``; False if it exists."""
-        start = "$"
-        if since is not None:
-            seconds, micros = self.client.time()
-            start = events_cli.id_before(
-                events_cli.since_id(since, seconds * 1000 + micros // 1000)
-            )
-        try:
-            self.client.xgroup_create(self.key, self.name, id=start, mkstream=True)
-        except redis.ResponseError as exc:
-            if str(exc).startswith("BUSYGROUP"):
-                return False
-            raise
-        return True
-
-    def figures(self) -> dict[str, object]:
-        """pending, lag, last delivered id, and events trimmed before the group read them."""
-        groups: list[dict[str, Any]] = self.client.xinfo_groups(self.key)
-        mine = next(g for g in groups if text(g["name"]) == self.name)
-        stream: dict[str, Any] = self.client.xinfo_stream(self.key)
-        # Redis 7 counts: entries added to the stream, read by the group (None: unknown).
-        read, added, lag = mine.get("entries-read"), stream.get("entries-added"), mine.get("lag")
-        unknown = read is None or added is None
-        return {
-            "pending": mine["pending"], "lag": "unknown" if lag is None else lag,
-            "last_delivered": text(mine["last-delivered-id"]),
-            "trimmed_unread": "unknown" if unknown else max(0, added - stream["length"] - read),
-        }  # fmt: skip
-
-    def adopt(self, host: str) -> int:
-        """Claim the pending entries of this host's dead consumers (and forget those), then
-        every entry pending for over ``CLAIM_IDLE_MS``, whoever holds it."""
-        moved, cursor = 0, "0-0"
-        consumers: list[dict[str, Any]] = self.client.xinfo_consumers(self.key, self.name)
-        for owner in (text(c["name"]) for c in consumers):
-            if dead_here(owner, host, pid_alive):
-                moved += self._take_all(owner)
-        while True:
-            reply: list[Any] = self.client.xautoclaim(
-                self.key, self.name, self.consumer, CLAIM_IDLE_MS, start_id=cursor, count=_PAGE
-            )
-            moved, cursor = moved + len(reply[1]), text(reply[0])
-            if cursor == "0-0":
-                return moved
-
-    def _take_all(self, owner: str) -> int:
-        moved = 0
-        while rows := self.client.xpending_range(self.key, self.name, "-", "+", _PAGE, owner):
-            ids: list[Any] = [row["message_id"] for row in rows]
-            self.client.xclaim(self.key, self.name, self.consumer, 0, ids, justid=True)
-            moved += len(ids)
-        self.client.xgroup_delconsumer(self.key, self.name, owner)
-        return moved
-
-    def read(self, cursor: str, count: int, block: int | None) -> list[Entry]:
-        """``>``: new entries (waiting up to ``block`` ms); ``0``: our pending ones."""
-        streams: dict[Any, Any] = {self.key: cursor}
-        reply: Any = self.client.xreadgroup(self.name, self.consumer, streams, count, block)
-        return [events_cli.decode_entry(raw) for _, entries in reply or [] for raw in entries]
-
-    def ack(self, ids: list[str]) -> None:
-        self.client.xack(self.key, self.name, *ids)
 
 
 # --- the forwarder ----------------------------------------------------------------------

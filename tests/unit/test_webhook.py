@@ -10,16 +10,9 @@ import random
 import pytest
 
 from workers.events_cli import decode_entry, event_object, id_before, since_id, stream_time
-from workers.webhook import (
-    Answer,
-    batch_due,
-    dead_here,
-    failure_level,
-    parse_header,
-    parse_url,
-    retry_delay,
-    wait_ms,
-)
+from workers.webhook import batch_due, failure_level, retry_delay, wait_ms
+from workers.webhook_endpoint import Answer, parse_header, parse_url
+from workers.webhook_group import dead_here
 
 # As complete.lua writes it: attempt first, then the fields of workers.delivery.record.
 ENTRY = (
