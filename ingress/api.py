@@ -9,7 +9,8 @@ a ``201`` carries a queue id that is durable (invariant 1). Refusals map as
 ``ingress/api_errors.py`` says.
 
 The listener binds with SO_REUSEPORT like the SMTP one, so every process of a node
-(``ingress_processes``) serves the same port. It is HTTPS when ``tls_cert`` is set, plain
+(``ingress_processes``) serves the same port; connections from ``proxy_protocol_networks``
+start with a PROXY header (:mod:`ingress.api_proxy`). It is HTTPS when ``tls_cert`` is set, plain
 HTTP only with ``api_allow_plaintext`` (the settings refuse anything else). On SIGTERM
 :meth:`ingress.api_server.ApiServer.close` stops accepting, lets the requests in flight
 finish within ``drain_timeout`` and closes idle connections; a request that still arrives
@@ -121,8 +122,7 @@ class Api:
             raise Rejected(NO_TOKEN)
         client = self.tokens.client(token)
         if client is None:
-            peer = policy.client_address(request.remote or "")
-            log.event(logger, "api_auth_failed", logging.WARNING, client=peer)
+            log.event(logger, "api_auth_failed", logging.WARNING, client=self.client_ip(request))
             raise Rejected(UNKNOWN_TOKEN)
         request[CLIENT] = client
         length = request.content_length
@@ -239,11 +239,16 @@ class Api:
         tx.recipients = [box for box, out in zip(tx.recipients, listed, strict=True) if not out]
         return None
 
+    def client_ip(self, request: web.Request) -> str:
+        """The client's address: its connection's PROXY header's, else the peer's."""
+        proxied = self.connections.client_of(request.transport)
+        return policy.client_address(proxied or request.remote or "")
+
     def transaction(self, request: web.Request, submission: Submission) -> Transaction:
         """The mail transaction of an SMTP client that authenticated as the token's name."""
         client = request[CLIENT]
         return Transaction(
-            client_ip=policy.client_address(request.remote or ""),
+            client_ip=self.client_ip(request),
             helo=client.name,
             esmtp=True,
             tls=request.secure,

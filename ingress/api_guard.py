@@ -9,9 +9,12 @@ connection's protocol (aiohttp's ``RequestHandler``):
 - over ``api_max_connections`` open in this process, a new connection is answered
   ``503`` and closed before anything is read;
 - a connection has ``api_request_timeout`` to deliver a request, from when it opened or
-  its last response was sent until the handler has the whole body (:meth:`Guard.started`
-  and :meth:`Guard.read` are called by the API around the body's read); past it, the
+  its last response was sent until the handler has the whole body (the API calls
+  :meth:`Guard.arm` when a request is awaited, :meth:`Guard.disarm` once it is in); past it, the
   connection is closed (a handler at work, once it has the body, is never cut).
+
+It also keeps the client address a PROXY header gave a connection (:mod:`ingress.api_proxy`),
+for :meth:`ingress.api.Api.client_ip`.
 """
 
 import asyncio
@@ -36,10 +39,18 @@ class Guard:
         self.request_timeout = request_timeout
         self.open = 0
         self._timers: dict[object, asyncio.TimerHandle] = {}
+        self.proxied: dict[object, str] = {}  # transport → client of its PROXY header
 
-    def factory(self, inner: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
-        """A protocol factory for ``loop.create_server`` around aiohttp's."""
-        return lambda: _Guarded(self, inner())
+    def factory(
+        self, inner: Callable[[], Any], client: str | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for ``loop.create_server`` around aiohttp's; ``client``: the
+        address of the connection's PROXY header (:mod:`ingress.api_proxy`)."""
+        return lambda: _Guarded(self, inner(), client)
+
+    def client_of(self, transport: object) -> str | None:
+        """The client address a PROXY header gave ``transport``'s connection, if any."""
+        return self.proxied.get(transport)
 
     # --- deadlines, keyed by the connection's transport ---------------------------------
     def arm(self, transport: asyncio.BaseTransport) -> None:
@@ -60,9 +71,10 @@ def _cut(transport: asyncio.BaseTransport) -> None:
 
 
 class _Guarded(asyncio.Protocol):
-    def __init__(self, guard: Guard, inner: Any) -> None:
+    def __init__(self, guard: Guard, inner: Any, client: str | None) -> None:
         self._guard = guard
         self._inner = inner
+        self._client = client
         self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,6 +87,8 @@ class _Guarded(asyncio.Protocol):
         self._guard.open += 1
         self._counted = True
         self._transport = transport
+        if self._client is not None:
+            self._guard.proxied[transport] = self._client
         self._guard.arm(transport)
         self._inner.connection_made(transport)
 
@@ -83,6 +97,7 @@ class _Guarded(asyncio.Protocol):
             return
         self._guard.open -= 1
         self._guard.disarm(self._transport)
+        self._guard.proxied.pop(self._transport, None)
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
