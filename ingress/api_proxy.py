@@ -120,8 +120,11 @@ async def read_header(conn: socket.socket) -> proxy.ProxyHeader:
     loop = asyncio.get_running_loop()
     seen = 0
     while True:
-        await _readable(loop, conn)
-        data = conn.recv(proxy.V2_MAX, socket.MSG_PEEK)
+        try:  # the header is often in by the time the connection is accepted
+            data = conn.recv(proxy.V2_MAX, socket.MSG_PEEK)
+        except BlockingIOError:
+            await _readable(loop, conn)
+            continue
         if not data:
             raise proxy.ProxyError("closed before the PROXY header was whole")
         header = proxy.parse(data)
