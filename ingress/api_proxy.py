@@ -16,6 +16,8 @@ loop's own listener (:mod:`ingress.api_server`).
 - Connections from other networks are served as they are: a PROXY header from them is
   no HTTP and gets ``400``.
 - Connections still waiting for their header count against ``api_max_connections``.
+- Out of file descriptors, new connections wait in the listen backlog (accept is tried
+  again ten times a second) and are served once descriptors are free.
 """
 
 import asyncio
@@ -38,6 +40,10 @@ Factory = Callable[[str | None], Callable[[], asyncio.Protocol]]
 _ACCEPT_PAUSE = 0.1  # after accept() failed for want of descriptors or memory
 _PEEK_PAUSE = 0.01  # a header still incomplete: look again after this
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_CONNECTION_ERRORS = {  # accept(2), "Error handling": the new connection's, not ours
+    errno.ECONNABORTED, errno.EPROTO, errno.ENETDOWN, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+    errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH, errno.EPERM,
+}  # fmt: skip
 
 
 class ProxiedListener:
@@ -78,9 +84,14 @@ class ProxiedListener:
             try:
                 conn, peer = await loop.sock_accept(self.sock)
             except OSError as exc:
-                if exc.errno not in _RESOURCE_ERRORS:
-                    raise
-                await asyncio.sleep(_ACCEPT_PAUSE)
+                # Out of descriptors or memory: the connections wait in the backlog until
+                # some are free. One connection's error (accept(2) passes those on): on to
+                # the next. Anything else is logged and tried again a second later.
+                if exc.errno in _RESOURCE_ERRORS:
+                    await asyncio.sleep(_ACCEPT_PAUSE)
+                elif exc.errno not in _CONNECTION_ERRORS:
+                    log.event(logger, "api_accept_failed", logging.ERROR, error=exc)
+                    await asyncio.sleep(1.0)
                 continue
             if len(self._pending) >= self._max_pending:
                 metrics.INGRESS_API_CUT.labels("too_many").inc()

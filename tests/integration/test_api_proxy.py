@@ -10,6 +10,7 @@ which is not the load balancer.
 import contextlib
 import http.client
 import json
+import resource
 import socket
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.integration.test_api import MESSAGE, TOKEN, api_port, api_settings
 from tests.integration.test_proxy_protocol import VERSIONS, Header, proxy_v2
 from tests.servers.api_client import wait_for_api
 from tests.servers.certs import Certificates, make_certificates
+from tests.servers.crowd import cpu_seconds, settled_fds
 from tests.servers.ingress_process import IngressProcess
 from tests.servers.smtpcheck import body, envelope, stored_ids
 from tests.servers.spool_client import SpoolClient
@@ -211,3 +213,26 @@ def test_connections_waiting_for_their_header_count_against_the_cap(
     wait_until(lambda: ingress.log().count(gone) == 4, timeout=5)
     status, document = post(ingress, LB, proxy_v2(CLIENT))  # room again
     assert status == 201, document
+
+
+def test_out_of_descriptors_a_connection_waits_and_is_then_served(
+    behind_lb: IngressProcess, spool: SpoolClient
+) -> None:
+    assert behind_lb.process is not None
+    pid = behind_lb.process.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (settled_fds(pid), limits[1]))  # none free
+    try:
+        sock = connect(behind_lb, LB)  # the kernel completes it; the node cannot accept it
+        sock.sendall(proxy_v2(CLIENT) + request_bytes())
+        cpu_before = cpu_seconds(pid)
+        time.sleep(1.0)
+        spent = cpu_seconds(pid) - cpu_before
+        assert spent < 0.25, spent  # it waits without spinning on accept()
+        assert behind_lb.process.poll() is None
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    with sock:
+        status, document = answer(sock)  # served once a descriptor is free
+    assert status == 201, document
+    assert envelope(spool, str(document["id"]))["client"] == CLIENT
