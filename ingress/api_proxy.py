@@ -107,29 +107,33 @@ class ProxiedListener:
         try:
             conn.setblocking(False)
             if policy.in_networks(policy.client_address(peer), self._networks):
-                async with asyncio.timeout(self._timeout):
-                    header = await read_header(conn)
+                header = await self._header(conn)
                 client = header.client[0] if header.client is not None else None
             await loop.connect_accepted_socket(
                 self._factory(client), conn, ssl=self._tls,
                 ssl_handshake_timeout=self._timeout if self._tls is not None else None,
             )  # fmt: skip
-        except (proxy.ProxyError, TimeoutError, OSError) as exc:
-            # OSError: the client went away; ssl.SSLError is one too (a failed handshake)
-            if isinstance(exc, proxy.ProxyError | TimeoutError):
-                reason = "no PROXY header in time" if isinstance(exc, TimeoutError) else exc
-                log.event(logger, "proxy_refused", logging.WARNING, peer=peer, error=reason)
+        except proxy.ProxyError as exc:
+            log.event(logger, "proxy_refused", logging.WARNING, peer=peer, error=exc)
+            conn.close()
+        except OSError:  # the client went away, or its TLS handshake failed (SSLError)
             conn.close()
         except asyncio.CancelledError:
             conn.close()
             raise
+
+    async def _header(self, conn: socket.socket) -> proxy.ProxyHeader:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await read_header(conn)
+        except TimeoutError:
+            raise proxy.ProxyError("no PROXY header in time") from None
 
 
 async def read_header(conn: socket.socket) -> proxy.ProxyHeader:
     """The PROXY header at the start of ``conn``, read off the socket, and not a byte more
     (ProxyError when it is not one, or the client closed before it was whole)."""
     loop = asyncio.get_running_loop()
-    seen = 0
     while True:
         try:  # the header is often in by the time the connection is accepted
             data = conn.recv(proxy.V2_MAX, socket.MSG_PEEK)
@@ -146,9 +150,7 @@ async def read_header(conn: socket.socket) -> proxy.ProxyHeader:
             return header
         if len(data) >= proxy.V2_MAX:
             raise proxy.ProxyError("PROXY header too long")
-        if len(data) == seen:  # nothing new since the last look: wait for more to arrive
-            await asyncio.sleep(_PEEK_PAUSE)
-        seen = len(data)
+        await asyncio.sleep(_PEEK_PAUSE)  # incomplete (rare): the rest is on its way
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:

@@ -101,14 +101,6 @@ class ApiServer:
 def _listening_socket(host: str, port: int) -> socket.socket:
     """A non-blocking TCP listener on ``host:port`` with SO_REUSEPORT (IPv6 for ``::``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(_BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
+    sock = socket.create_server((host, port), family=family, backlog=_BACKLOG, reuse_port=True)
+    sock.setblocking(False)
     return sock
